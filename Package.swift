@@ -1,0 +1,65 @@
+// swift-tools-version:6.0
+// dtrain: data-parallel fine-tuning of Llama-family models on CPU clusters.
+import PackageDescription
+
+// Release builds drop overflow and bounds checks in the numeric code: the kernels index raw
+// pointers whose extents are checked once, at buffer allocation.
+let fastMath: [SwiftSetting] = [
+    .unsafeFlags(["-Ounchecked", "-wmo"], .when(configuration: .release)),
+]
+
+let package = Package(
+    name: "dtrain",
+    platforms: [.macOS(.v13)],
+    products: [
+        .executable(name: "dtrain", targets: ["dtrain"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+        .package(url: "https://github.com/jpsim/Yams", from: "6.2.2"),
+    ],
+    targets: [
+        // MARK: C shims over Debian's system libraries (module map + shim.h each).
+        .systemLibrary(name: "CBLAS", path: "Sources/CBLAS", pkgConfig: "openblas",
+                       providers: [.apt(["libopenblas-dev"])]),
+        .systemLibrary(name: "CMPI", path: "Sources/CMPI", pkgConfig: "ompi",
+                       providers: [.apt(["libopenmpi-dev"])]),
+        .systemLibrary(name: "CHDF5", path: "Sources/CHDF5", pkgConfig: "hdf5",
+                       providers: [.apt(["libhdf5-dev"])]),
+
+        // MARK: Core: flat buffers, kernels, the Llama model, LoRA, AdamW. No MPI, no HDF5.
+        .target(name: "DTrainCore", dependencies: ["CBLAS"], swiftSettings: fastMath),
+
+        // MARK: Data: tokenizer, formats, chat templates, batching.
+        .target(name: "DTrainData", dependencies: [], swiftSettings: fastMath),
+
+        // MARK: IO: GGUF, safetensors, HDF5 checkpoints, exports.
+        .target(name: "DTrainIO", dependencies: ["DTrainCore", "DTrainData", "CHDF5"],
+                swiftSettings: fastMath),
+
+        // MARK: Distributed: the Communicator protocol, MPI and single-process worlds.
+        .target(name: "DTrainDistributed", dependencies: ["CMPI"], swiftSettings: fastMath),
+
+        // MARK: Trainer: commands' implementations (eval, bench, tokenize, train).
+        .target(name: "DTrainTrainer",
+                dependencies: ["DTrainCore", "DTrainData", "DTrainIO", "DTrainDistributed",
+                               .product(name: "Yams", package: "Yams")],
+                swiftSettings: fastMath),
+
+        // MARK: The executable: parses arguments, hands a config to the trainer.
+        .executableTarget(name: "dtrain",
+                          dependencies: ["DTrainTrainer",
+                                         .product(name: "ArgumentParser", package: "swift-argument-parser")],
+                          swiftSettings: fastMath),
+
+        // MARK: Tests, one target per module, sharing comparison helpers and fixture paths.
+        .target(name: "DTrainTestSupport", path: "Sources/DTrainTestSupport"),
+        .testTarget(name: "DTrainCoreTests", dependencies: ["DTrainCore", "DTrainTestSupport"],
+                    swiftSettings: fastMath),
+        .testTarget(name: "DTrainDataTests", dependencies: ["DTrainData", "DTrainTestSupport"],
+                    swiftSettings: fastMath),
+        .testTarget(name: "DTrainIOTests", dependencies: ["DTrainIO", "DTrainCore", "DTrainData", "DTrainTestSupport"],
+                    swiftSettings: fastMath),
+    ],
+    swiftLanguageModes: [.v5]
+)

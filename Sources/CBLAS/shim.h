@@ -1,0 +1,7 @@
+// OpenBLAS's CBLAS interface plus its thread-control entry points.
+#pragma once
+#include <cblas.h>
+
+// Declared by OpenBLAS's cblas.h on most builds; repeated so the shim does not depend on it.
+void openblas_set_num_threads(int num_threads);
+int openblas_get_num_threads(void);

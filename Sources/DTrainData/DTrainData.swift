@@ -1,0 +1,1 @@
+// The data module: tokenizer, formats, templates, batching.

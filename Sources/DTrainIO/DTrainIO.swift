@@ -1,0 +1,2 @@
+// The IO module: GGUF, safetensors, HDF5, exports.
+import CHDF5

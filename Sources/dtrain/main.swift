@@ -1,0 +1,2 @@
+import DTrainTrainer
+print("dtrain")

@@ -1,0 +1,3 @@
+import Testing
+@testable import DTrainCore
+@Test func corePlaceholder() { #expect(Bool(true)) }

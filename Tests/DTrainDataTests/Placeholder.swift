@@ -1,0 +1,3 @@
+import Testing
+@testable import DTrainData
+@Test func placeholder() { #expect(Bool(true)) }

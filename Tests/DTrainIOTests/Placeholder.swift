@@ -1,0 +1,3 @@
+import Testing
+@testable import DTrainIO
+@Test func ioPlaceholder() { #expect(Bool(true)) }
