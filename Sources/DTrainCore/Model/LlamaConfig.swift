@@ -74,5 +74,6 @@ public struct LlamaConfig: Sendable, Equatable, Codable {
 /// A model configuration that breaks a rule; `message` names the field.
 public struct ModelConfigError: Error, CustomStringConvertible {
     public let message: String
+    public init(message: String) { self.message = message }
     public var description: String { "invalid model config: \(message)" }
 }

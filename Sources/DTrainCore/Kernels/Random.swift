@@ -1,0 +1,40 @@
+/// Counter-based random numbers: every draw is a pure function of (key, index), so a value can be
+/// regenerated in backward, on any rank, after any resume, without carrying generator state.
+public enum CounterRandom {
+    /// Mixes a 64-bit value (SplitMix64's finaliser).
+    @inline(__always) public static func mix(_ x: UInt64) -> UInt64 {
+        var z = x &+ 0x9E37_79B9_7F4A_7C15
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        return z ^ (z >> 31)
+    }
+
+    /// A key for one stream, derived from several identifiers (seed, step, layer, ...).
+    public static func key(_ parts: UInt64...) -> UInt64 {
+        var h: UInt64 = 0x6A09_E667_F3BC_C908
+        for p in parts { h = mix(h ^ mix(p)) }
+        return h
+    }
+
+    /// Uniform in [0, 1) with 24 random bits.
+    @inline(__always) public static func uniform(_ key: UInt64, _ index: Int) -> Float {
+        Float(mix(key ^ UInt64(truncatingIfNeeded: index) &* 0xD1B5_4A32_D192_ED03) >> 40) * (1.0 / 16_777_216.0)
+    }
+}
+
+/// Inverted dropout whose mask is regenerated from a counter key instead of being stored.
+public enum Dropout {
+    /// out (count) = inp · keep / (1 - p), keep drawn from (key, index).
+    public static func forward(_ out: UnsafeMutablePointer<Float>, _ inp: UnsafePointer<Float>,
+                               _ count: Int, p: Float, key: UInt64) {
+        let s = 1 / (1 - p)
+        for i in 0..<count { out[i] = CounterRandom.uniform(key, i) < p ? 0 : inp[i] * s }
+    }
+
+    /// dinp (count) += dout masked and scaled exactly as forward did.
+    public static func backward(_ dinp: UnsafeMutablePointer<Float>, _ dout: UnsafePointer<Float>,
+                                _ count: Int, p: Float, key: UInt64) {
+        let s = 1 / (1 - p)
+        for i in 0..<count where CounterRandom.uniform(key, i) >= p { dinp[i] += dout[i] * s }
+    }
+}

@@ -1,0 +1,386 @@
+import Foundation
+
+/// Which parameters a run trains.
+public enum TrainingMethod: Sendable, Equatable {
+    /// Every parameter; gradients and optimizer state cover the whole model.
+    case full
+    /// Adapters only; the base has no gradient buffers.
+    case lora(LoRAConfig)
+}
+
+/// A Llama-family decoder with its parameters, gradients and activations, each in one flat buffer.
+///
+/// The forward pass is a flat list of kernel calls per layer; backward is the same list reversed,
+/// with one running gradient of the residual stream (`dResid`) that every branch adds into.
+/// Activations are sized once by `prepare(batchSize:seqLen:recompute:)`; a batch of another shape is
+/// a precondition failure, never a silent reallocation.
+public final class LlamaModel {
+    public let config: LlamaConfig
+    public let layout: ParameterLayout
+    /// Every base parameter, laid out by `layout`.
+    public let params: FloatBuffer
+    /// Gradients of `params` (full fine-tuning only).
+    public private(set) var grads: FloatBuffer?
+    /// Adapters and their gradients (LoRA only).
+    public private(set) var lora: LoRAAdapters?
+    /// The method set by `enableTraining`; nil for inference only.
+    public private(set) var method: TrainingMethod?
+    /// Key of the LoRA-dropout masks for the next step; the trainer derives it from (seed, step, micro-step).
+    public var dropoutKey: UInt64 = 0
+
+    /// B and T the activations were sized for.
+    public private(set) var batchSize = 0
+    public private(set) var seqLen = 0
+    /// Whether layer activations are recomputed during backward instead of stored.
+    public private(set) var recompute = false
+
+    private var acts: FloatBuffer?
+    private var o = ActivationOffsets()
+    private var ints: UnsafeMutablePointer<Int32>?
+    private var ropeCos: [Float] = []
+    private var ropeSin: [Float] = []
+    private var hasSegments = false
+    private var activeRows = 0
+
+    /// Rows of LM-head logits built at a time.
+    public static let headChunkRows = 128
+
+    /// Wraps loaded parameters (laid out by `ParameterLayout(config:)`).
+    public init(config: LlamaConfig, params: FloatBuffer) {
+        let layout = ParameterLayout(config: config)
+        precondition(params.count == layout.count, "LlamaModel: parameter buffer holds \(params.count) floats, layout needs \(layout.count)")
+        self.config = config
+        self.layout = layout
+        self.params = params
+    }
+
+    deinit { ints?.deallocate() }
+
+    /// Allocates what training with `method` needs: full gradients, or adapters seeded by `seed`.
+    public func enableTraining(_ method: TrainingMethod, seed: UInt64) {
+        self.method = method
+        switch method {
+        case .full:
+            grads = FloatBuffer(count: layout.count)
+            lora = nil
+        case .lora(let cfg):
+            grads = nil
+            lora = LoRAAdapters(config: cfg, model: config, seed: seed)
+        }
+    }
+
+    /// The trainable parameters, their gradients and their names, as one flat range each.
+    public var trainable: (weights: FloatBuffer, grads: FloatBuffer, specs: [ParameterSpec])? {
+        switch method {
+        case .full?: return grads.map { (params, $0, layout.specs) }
+        case .lora?: return lora.map { ($0.weights, $0.grads, $0.specs) }
+        case nil: return nil
+        }
+    }
+
+    /// Zeroes the trainable gradients (before a new accumulation).
+    public func zeroGrads() {
+        grads?.zero()
+        lora?.grads.zero()
+    }
+
+    // MARK: - Activation memory
+
+    /// Offsets of every activation and scratch tensor inside `acts`.
+    struct ActivationOffsets {
+        var resid = 0, rstd1 = 0, rstd2 = 0, q = 0, k = 0, v = 0, attnOut = 0, lse = 0, resid2 = 0
+        var gate = 0, up = 0, loraXA = 0, lnf = 0, rstdF = 0
+        var ln = 0, h = 0, dResid = 0, dln = 0, dq = 0, dk = 0, dv = 0, dAttn = 0, dh = 0, dgate = 0, dup = 0
+        var attnScratch = 0, headScratch = 0, loraDXA = 0, dropIn = 0, dropGrad = 0
+        var total = 0
+    }
+
+    /// Floats of activation memory for a B x T batch (what `prepare` allocates).
+    ///
+    /// Per layer and token the model keeps the residual input (C), rstd (2), q (NH·HD), k and v
+    /// (2·KVH·HD), attention output (NH·HD), the post-attention residual (C), gate and up (2F), and
+    /// the LoRA A·x products (7r), plus NH log-sum-exps per row. With `recompute`, only the
+    /// residual input and rstd are kept per layer and one layer's worth is rebuilt in backward,
+    /// costing one extra layer forward per layer (about a third more compute for full training).
+    public static func activationFloats(config: LlamaConfig, batchSize B: Int, seqLen T: Int,
+                                        loraRank: Int?, recompute: Bool) -> Int {
+        offsets(config: config, B: B, T: T, loraRank: loraRank, recompute: recompute).total
+    }
+
+    static func offsets(config c: LlamaConfig, B: Int, T: Int, loraRank: Int?, recompute: Bool) -> ActivationOffsets {
+        let N = B * T, C = c.hiddenSize, F = c.intermediateSize, L = c.numLayers, V = c.vocabSize
+        let S = recompute ? 1 : L  // layers whose full activations are stored
+        let r = loraRank ?? 0
+        var o = ActivationOffsets()
+        var at = 0
+        func take(_ n: Int) -> Int { defer { at += (n + 15) / 16 * 16 }; return at }
+        o.resid = take((L + 1) * N * C)
+        o.rstd1 = take(L * N); o.rstd2 = take(L * N)
+        o.q = take(S * N * c.qDim); o.k = take(S * N * c.kvDim); o.v = take(S * N * c.kvDim)
+        o.attnOut = take(S * N * c.qDim); o.lse = take(S * B * c.numHeads * T)
+        o.resid2 = take(S * N * C)
+        o.gate = take(S * N * F); o.up = take(S * N * F)
+        o.loraXA = take(S * LoRATarget.allCases.count * N * r)
+        o.lnf = take(N * C); o.rstdF = take(N)
+        o.ln = take(N * C); o.h = take(N * F)
+        o.dResid = take(N * C); o.dln = take(N * C)
+        o.dq = take(N * c.qDim); o.dk = take(N * c.kvDim); o.dv = take(N * c.kvDim); o.dAttn = take(N * c.qDim)
+        o.dh = take(N * F); o.dgate = take(N * F); o.dup = take(N * F)
+        o.attnScratch = take(max(Attention.forwardScratchCount(T: T), Attention.backwardScratchCount(T: T)))
+        o.headScratch = take(CrossEntropyHead.scratchCount(rowsPerChunk: headChunkRows, C: C, V: V))
+        o.loraDXA = take(N * r)
+        o.dropIn = take(r > 0 ? N * max(C, F, c.qDim) : 0)
+        o.dropGrad = take(r > 0 ? N * max(C, F, c.qDim) : 0)
+        o.total = at
+        return o
+    }
+
+    /// Sizes the activation buffers for B x T batches; call once before the first step.
+    public func prepare(batchSize B: Int, seqLen T: Int, recompute: Bool = false) {
+        if acts != nil && B == batchSize && T == seqLen && recompute == self.recompute { return }
+        let rank: Int? = { if case .lora(let c)? = method { return c.rank } else { return nil } }()
+        o = Self.offsets(config: config, B: B, T: T, loraRank: rank, recompute: recompute)
+        acts = FloatBuffer(count: o.total)
+        batchSize = B; seqLen = T; self.recompute = recompute
+        ints?.deallocate()
+        ints = .allocate(capacity: 5 * B * T)
+        ints!.initialize(repeating: 0, count: 5 * B * T)
+        let maxPos = max(config.maxPositionEmbeddings, T)
+        (ropeCos, ropeSin) = RoPE.makeTables(maxPositions: maxPos, headDim: config.headDim, theta: config.ropeTheta)
+    }
+
+    // MARK: - Public passes
+
+    /// Forward and backward on one micro-batch; gradients are added into the trainable gradient
+    /// buffer (call `zeroGrads()` before an accumulation). Each labelled position's loss gradient
+    /// is scaled by `lossScale` (default 1 / labelled positions in this batch, the batch mean).
+    @discardableResult
+    public func trainStep(_ batch: TokenBatch, lossScale: Float? = nil) -> LossSum {
+        guard method != nil else { preconditionFailure("LlamaModel.trainStep: call enableTraining first") }
+        load(batch)
+        let scale = lossScale ?? (activeRows > 0 ? 1 / Float(activeRows) : 0)
+        let N = batchSize * seqLen, C = config.hiddenSize, L = config.numLayers
+        let a = acts!.base, p = params.base
+        forwardTrunk(training: true)
+        // Head: loss and its gradient w.r.t. the final-normed states, in one pass.
+        let dlnf = a + o.dln
+        dlnf.update(repeating: 0, count: N * C)
+        let dHead: UnsafeMutablePointer<Float>? = (method == .full) ? grads!.pointer(at: layout.lmHead) : nil
+        let sum = CrossEntropyHead.forward(dlnf, dHead, nil, a + o.lnf, p + layout.lmHead,
+                                           intsRows, intsTargets, activeRows, C, config.vocabSize,
+                                           lossScale: scale, scratch: a + o.headScratch, rowsPerChunk: Self.headChunkRows)
+        let dResid = a + o.dResid
+        dResid.update(repeating: 0, count: N * C)
+        RMSNorm.backward(dResid, fullGrad(layout.finalNorm), dlnf, a + o.resid + L * N * C,
+                         p + layout.finalNorm, a + o.rstdF, N, C)
+        for l in stride(from: L - 1, through: 0, by: -1) { layerBackward(l) }
+        if let g = fullGrad(layout.embedding) {
+            Embedding.backward(g, dResid, intsTokens, N, C)
+        }
+        return LossSum(sum: sum, count: activeRows)
+    }
+
+    /// Forward only: the summed loss over labelled positions; `rowLoss`, when given, receives
+    /// each labelled position's loss in order of position (holding at least B·T floats).
+    public func evaluate(_ batch: TokenBatch, rowLoss: UnsafeMutablePointer<Float>? = nil) -> LossSum {
+        load(batch)
+        forwardTrunk(training: false)
+        let a = acts!.base
+        let sum = CrossEntropyHead.forward(nil, nil, rowLoss, a + o.lnf, params.base + layout.lmHead,
+                                           intsRows, intsTargets, activeRows, config.hiddenSize, config.vocabSize,
+                                           lossScale: 0, scratch: a + o.headScratch, rowsPerChunk: Self.headChunkRows)
+        return LossSum(sum: sum, count: activeRows)
+    }
+
+    /// The full (B, T, V) logits of a batch (for tests and inspection; allocates).
+    public func logits(_ batch: TokenBatch) -> [Float] {
+        load(batch)
+        forwardTrunk(training: false)
+        let N = batchSize * seqLen, V = config.vocabSize, C = config.hiddenSize
+        var out = [Float](repeating: 0, count: N * V)
+        out.withUnsafeMutableBufferPointer { buf in
+            Linear.forward(buf.baseAddress!, acts!.base + o.lnf, params.base + layout.lmHead, nil, N, C, V)
+        }
+        return out
+    }
+
+    // MARK: - Inputs
+
+    private var intsTokens: UnsafeMutablePointer<Int32> { ints! }
+    private var intsPositions: UnsafeMutablePointer<Int32> { ints! + batchSize * seqLen }
+    private var intsSegments: UnsafeMutablePointer<Int32> { ints! + 2 * batchSize * seqLen }
+    private var intsRows: UnsafeMutablePointer<Int32> { ints! + 3 * batchSize * seqLen }
+    private var intsTargets: UnsafeMutablePointer<Int32> { ints! + 4 * batchSize * seqLen }
+
+    /// Copies a batch into the integer buffers and lists the positions that carry a label.
+    private func load(_ batch: TokenBatch) {
+        precondition(acts != nil, "LlamaModel: call prepare(batchSize:seqLen:) before running a batch")
+        precondition(batch.batchSize == batchSize && batch.seqLen == seqLen,
+                     "LlamaModel: batch is \(batch.batchSize)x\(batch.seqLen) but activations were sized for \(batchSize)x\(seqLen)")
+        let B = batchSize, T = seqLen, V = Int32(config.vocabSize)
+        for i in 0..<(B * T) {
+            let id = batch.tokens[i]
+            precondition(id >= 0 && id < V, "LlamaModel: token id \(id) at position \(i) is outside the vocabulary (0..<\(V))")
+            intsTokens[i] = id
+        }
+        let maxPos = Int32(ropeCos.count / (config.headDim / 2))
+        for b in 0..<B {
+            for t in 0..<T {
+                let pos = batch.positions?[b * T + t] ?? Int32(t)
+                precondition(pos >= 0 && pos < maxPos, "LlamaModel: position \(pos) outside the RoPE table (0..<\(maxPos))")
+                intsPositions[b * T + t] = pos
+                let seg = batch.segmentStarts?[b * T + t] ?? 0
+                precondition(seg >= 0 && Int(seg) <= t, "LlamaModel: segment start \(seg) after its position \(t)")
+                intsSegments[b * T + t] = seg
+            }
+        }
+        hasSegments = batch.segmentStarts != nil
+        var n = 0
+        for b in 0..<B {
+            for t in 0..<(T - 1) {
+                let label = batch.labels[b * T + t + 1]
+                if label == TokenBatch.ignoreIndex { continue }
+                precondition(label >= 0 && label < V, "LlamaModel: label \(label) outside the vocabulary")
+                intsRows[n] = Int32(b * T + t)
+                intsTargets[n] = label
+                n += 1
+            }
+        }
+        activeRows = n
+    }
+
+    // MARK: - Forward
+
+    private func slot(_ l: Int) -> Int { recompute ? 0 : l }
+
+    private func fullGrad(_ offset: Int?) -> UnsafeMutablePointer<Float>? {
+        guard let offset, method == .full else { return nil }
+        return grads!.pointer(at: offset)
+    }
+
+    private func forwardTrunk(training: Bool) {
+        let N = batchSize * seqLen, C = config.hiddenSize, L = config.numLayers
+        let a = acts!.base, p = params.base
+        Embedding.forward(a + o.resid, intsTokens, p + layout.embedding, N, C)
+        for l in 0..<L { layerForward(l, training: training) }
+        RMSNorm.forward(a + o.lnf, a + o.rstdF, a + o.resid + L * N * C, p + layout.finalNorm, N, C, config.rmsNormEps)
+    }
+
+    private func layerForward(_ l: Int, training: Bool) {
+        let c = config, B = batchSize, T = seqLen, N = B * T, C = c.hiddenSize, F = c.intermediateSize
+        let a = acts!.base, p = params.base, w = layout.layers[l], s = slot(l)
+        let resIn = a + o.resid + l * N * C, resOut = a + o.resid + (l + 1) * N * C
+        let q = a + o.q + s * N * c.qDim, k = a + o.k + s * N * c.kvDim, v = a + o.v + s * N * c.kvDim
+        let attnOut = a + o.attnOut + s * N * c.qDim, lse = a + o.lse + s * B * c.numHeads * T
+        let resid2 = a + o.resid2 + s * N * C, gate = a + o.gate + s * N * F, up = a + o.up + s * N * F
+        let ln = a + o.ln, h = a + o.h
+
+        RMSNorm.forward(ln, a + o.rstd1 + l * N, resIn, p + w.inputNorm, N, C, c.rmsNormEps)
+        project(.q_proj, l, training, q, ln, w.qWeight, w.qBias, C, c.qDim)
+        project(.k_proj, l, training, k, ln, w.kWeight, w.kBias, C, c.kvDim)
+        project(.v_proj, l, training, v, ln, w.vWeight, w.vBias, C, c.kvDim)
+        RoPE.forward(q, intsPositions, ropeCos, ropeSin, N, c.numHeads, c.headDim)
+        RoPE.forward(k, intsPositions, ropeCos, ropeSin, N, c.numKVHeads, c.headDim)
+        Attention.forward(attnOut, lse, q, k, v, hasSegments ? intsSegments : nil, a + o.attnScratch,
+                          B, T, c.numHeads, c.numKVHeads, c.headDim)
+        resid2.update(from: resIn, count: N * C)
+        project(.o_proj, l, training, resid2, attnOut, w.oWeight, nil, c.qDim, C, accumulate: true)
+        RMSNorm.forward(ln, a + o.rstd2 + l * N, resid2, p + w.postNorm, N, C, c.rmsNormEps)
+        project(.gate_proj, l, training, gate, ln, w.gateWeight, nil, C, F)
+        project(.up_proj, l, training, up, ln, w.upWeight, nil, C, F)
+        SwiGLU.forward(h, gate, up, N * F)
+        resOut.update(from: resid2, count: N * C)
+        project(.down_proj, l, training, resOut, h, w.downWeight, nil, F, C, accumulate: true)
+    }
+
+    /// out (N, OC) (+)= inp (N, IC) · Wᵀ + b, plus the layer's adapter for `target` if any.
+    private func project(_ target: LoRATarget, _ l: Int, _ training: Bool,
+                         _ out: UnsafeMutablePointer<Float>, _ inp: UnsafePointer<Float>,
+                         _ weight: Int, _ bias: Int?, _ IC: Int, _ OC: Int, accumulate: Bool = false) {
+        let N = batchSize * seqLen, p = params.base
+        Linear.forward(out, inp, p + weight, bias.map { UnsafePointer(p + $0) }, N, IC, OC, accumulate: accumulate)
+        guard let lora, let slotAB = lora.slots[l][target.index] else { return }
+        let cfg = lora.config, a = acts!.base, r = cfg.rank
+        let xa = a + o.loraXA + (slot(l) * LoRATarget.allCases.count + target.index) * N * r
+        var xin = inp
+        if training && cfg.dropout > 0 {
+            Dropout.forward(a + o.dropIn, inp, N * IC, p: cfg.dropout, key: dropKey(l, target))
+            xin = UnsafePointer(a + o.dropIn)
+        }
+        LoRA.forward(out, xa, xin, lora.weights.pointer(at: slotAB.a), lora.weights.pointer(at: slotAB.b),
+                     N, IC, OC, r, scale: cfg.scale)
+    }
+
+    private func dropKey(_ l: Int, _ target: LoRATarget) -> UInt64 {
+        CounterRandom.key(dropoutKey, UInt64(l), UInt64(target.index))
+    }
+
+    // MARK: - Backward
+
+    /// On entry dResid holds ∂L/∂(output of layer l); on exit ∂L/∂(input of layer l).
+    private func layerBackward(_ l: Int) {
+        if recompute { layerForward(l, training: true) }
+        let c = config, B = batchSize, T = seqLen, N = B * T, C = c.hiddenSize, F = c.intermediateSize
+        let a = acts!.base, p = params.base, w = layout.layers[l], s = slot(l)
+        let resIn = a + o.resid + l * N * C
+        let q = a + o.q + s * N * c.qDim, k = a + o.k + s * N * c.kvDim, v = a + o.v + s * N * c.kvDim
+        let attnOut = a + o.attnOut + s * N * c.qDim, lse = a + o.lse + s * B * c.numHeads * T
+        let resid2 = a + o.resid2 + s * N * C, gate = a + o.gate + s * N * F, up = a + o.up + s * N * F
+        let ln = a + o.ln, h = a + o.h, dResid = a + o.dResid, dln = a + o.dln
+        let dh = a + o.dh, dgate = a + o.dgate, dup = a + o.dup
+        let dq = a + o.dq, dk = a + o.dk, dv = a + o.dv, dAttn = a + o.dAttn
+
+        // MLP branch: resOut = resid2 + down(swiglu(gate(ln2), up(ln2))).
+        RMSNorm.recompute(ln, a + o.rstd2 + l * N, resid2, p + w.postNorm, N, C)
+        SwiGLU.forward(h, gate, up, N * F)
+        dh.update(repeating: 0, count: N * F)
+        projectBackward(.down_proj, l, dh, dResid, h, w.downWeight, nil, F, C)
+        dgate.update(repeating: 0, count: N * F)
+        dup.update(repeating: 0, count: N * F)
+        SwiGLU.backward(dgate, dup, dh, gate, up, N * F)
+        dln.update(repeating: 0, count: N * C)
+        projectBackward(.gate_proj, l, dln, dgate, ln, w.gateWeight, nil, C, F)
+        projectBackward(.up_proj, l, dln, dup, ln, w.upWeight, nil, C, F)
+        RMSNorm.backward(dResid, fullGrad(w.postNorm), dln, resid2, p + w.postNorm, a + o.rstd2 + l * N, N, C)
+
+        // Attention branch: resid2 = resIn + o(attention(rope(q(ln1)), rope(k(ln1)), v(ln1))).
+        dAttn.update(repeating: 0, count: N * c.qDim)
+        projectBackward(.o_proj, l, dAttn, dResid, attnOut, w.oWeight, nil, c.qDim, C)
+        dq.update(repeating: 0, count: N * c.qDim)
+        dk.update(repeating: 0, count: N * c.kvDim)
+        dv.update(repeating: 0, count: N * c.kvDim)
+        Attention.backward(dq, dk, dv, dAttn, attnOut, lse, q, k, v, hasSegments ? intsSegments : nil,
+                           a + o.attnScratch, B, T, c.numHeads, c.numKVHeads, c.headDim)
+        RoPE.backward(dq, intsPositions, ropeCos, ropeSin, N, c.numHeads, c.headDim)
+        RoPE.backward(dk, intsPositions, ropeCos, ropeSin, N, c.numKVHeads, c.headDim)
+        RMSNorm.recompute(ln, a + o.rstd1 + l * N, resIn, p + w.inputNorm, N, C)
+        dln.update(repeating: 0, count: N * C)
+        projectBackward(.q_proj, l, dln, dq, ln, w.qWeight, w.qBias, C, c.qDim)
+        projectBackward(.k_proj, l, dln, dk, ln, w.kWeight, w.kBias, C, c.kvDim)
+        projectBackward(.v_proj, l, dln, dv, ln, w.vWeight, w.vBias, C, c.kvDim)
+        RMSNorm.backward(dResid, fullGrad(w.inputNorm), dln, resIn, p + w.inputNorm, a + o.rstd1 + l * N, N, C)
+    }
+
+    /// dinp (N, IC) += ∂/∂inp of `project`; weight, bias and adapter gradients accumulate.
+    private func projectBackward(_ target: LoRATarget, _ l: Int, _ dinp: UnsafeMutablePointer<Float>,
+                                 _ dout: UnsafePointer<Float>, _ inp: UnsafePointer<Float>,
+                                 _ weight: Int, _ bias: Int?, _ IC: Int, _ OC: Int) {
+        let N = batchSize * seqLen, p = params.base
+        Linear.backward(dinp, fullGrad(weight), fullGrad(bias), dout, inp, p + weight, N, IC, OC)
+        guard let lora, let slotAB = lora.slots[l][target.index] else { return }
+        let cfg = lora.config, a = acts!.base, r = cfg.rank
+        let xa = a + o.loraXA + (slot(l) * LoRATarget.allCases.count + target.index) * N * r
+        let A = lora.weights.pointer(at: slotAB.a), Bw = lora.weights.pointer(at: slotAB.b)
+        let dA = lora.grads.pointer(at: slotAB.a), dB = lora.grads.pointer(at: slotAB.b)
+        if cfg.dropout > 0 {
+            let key = dropKey(l, target)
+            Dropout.forward(a + o.dropIn, inp, N * IC, p: cfg.dropout, key: key)
+            let dDrop = a + o.dropGrad
+            dDrop.update(repeating: 0, count: N * IC)
+            LoRA.backward(dDrop, dA, dB, a + o.loraDXA, dout, a + o.dropIn, xa, A, Bw, N, IC, OC, r, scale: cfg.scale)
+            Dropout.backward(dinp, dDrop, N * IC, p: cfg.dropout, key: key)
+        } else {
+            LoRA.backward(dinp, dA, dB, a + o.loraDXA, dout, inp, xa, A, Bw, N, IC, OC, r, scale: cfg.scale)
+        }
+    }
+}

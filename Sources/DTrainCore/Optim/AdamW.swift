@@ -1,0 +1,38 @@
+import Foundation
+
+/// AdamW hyper-parameters (PyTorch's defaults).
+public struct AdamWHyper: Sendable, Equatable, Codable {
+    public var beta1: Float = 0.9
+    public var beta2: Float = 0.999
+    public var eps: Float = 1e-8
+    public var weightDecay: Float = 0.01
+    public init(beta1: Float = 0.9, beta2: Float = 0.999, eps: Float = 1e-8, weightDecay: Float = 0.01) {
+        self.beta1 = beta1; self.beta2 = beta2; self.eps = eps; self.weightDecay = weightDecay
+    }
+}
+
+/// AdamW with decoupled weight decay and bias correction, over one flat parameter range.
+public enum AdamW {
+    /// One update of `count` parameters at step `t` (1-based): params, m, v updated in place
+    /// from grads. Matches torch.optim.AdamW: p ← p(1 - lr·wd); m, v moving averages;
+    /// p ← p - lr/(1-β1ᵗ) · m / (√v/√(1-β2ᵗ) + eps).
+    public static func step(_ params: UnsafeMutablePointer<Float>, _ m: UnsafeMutablePointer<Float>,
+                            _ v: UnsafeMutablePointer<Float>, _ grads: UnsafePointer<Float>,
+                            _ count: Int, lr: Float, hyper: AdamWHyper, t: Int) {
+        let b1 = hyper.beta1, b2 = hyper.beta2, eps = hyper.eps
+        let bc1 = 1 - Float(pow(Double(b1), Double(t)))
+        let bc2Sqrt = Float((1 - pow(Double(b2), Double(t))).squareRoot())
+        let stepSize = lr / bc1
+        let decay = 1 - lr * hyper.weightDecay
+        Parallel.forChunks(count, minPerThread: 1 << 16) { r in
+            for i in r {
+                let g = grads[i]
+                let mi = b1 * m[i] + (1 - b1) * g
+                let vi = b2 * v[i] + (1 - b2) * g * g
+                m[i] = mi
+                v[i] = vi
+                params[i] = params[i] * decay - stepSize * mi / (vi.squareRoot() / bc2Sqrt + eps)
+            }
+        }
+    }
+}

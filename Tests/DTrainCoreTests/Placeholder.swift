@@ -1,3 +1,0 @@
-import Testing
-@testable import DTrainCore
-@Test func corePlaceholder() { #expect(Bool(true)) }

@@ -1,3 +1,0 @@
-import Testing
-@testable import DTrainIO
-@Test func ioPlaceholder() { #expect(Bool(true)) }
