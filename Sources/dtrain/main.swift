@@ -1,2 +1,94 @@
+import ArgumentParser
+import DTrainCore
 import DTrainTrainer
-print("dtrain")
+import Foundation
+
+/// Options every command that loads a model shares.
+struct ModelOptions: ParsableArguments {
+    @Option(help: "A .gguf file or a Hugging Face model directory (config.json + model.safetensors).")
+    var model: String
+}
+
+/// Compute threads; defaults to every core this process may use.
+struct ThreadOptions: ParsableArguments {
+    @Option(help: "BLAS and element-wise threads (default: all available cores).")
+    var threads: Int?
+    var resolved: Int { threads ?? ComputeThreads.available }
+}
+
+/// Turns a thrown error into one clear line on stderr and exit status 1.
+func runReportingErrors(_ body: () throws -> Void) throws {
+    do { try body() } catch let error as CustomStringConvertible {
+        printError("error: \(error.description)")
+        throw ExitCode(1)
+    }
+}
+
+@main
+struct DTrain: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "dtrain",
+        abstract: "Fine-tune Llama-family language models on CPU clusters.",
+        subcommands: [Tokenize.self, Eval.self, Bench.self])
+}
+
+struct Tokenize: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Tokenize JSONL records with a `text` field; prints {\"ids\": [...], \"tokens\": N} per record.")
+    @OptionGroup var model: ModelOptions
+    @Flag(help: "Add BOS/EOS as the model's metadata says.") var addSpecialTokens = false
+    @Argument(help: "JSONL file (default: standard input).") var file: String?
+
+    func run() throws {
+        try runReportingErrors {
+            try TokenizeCommand.run(modelPath: model.model, input: file, addSpecialTokens: addSpecialTokens)
+        }
+    }
+}
+
+struct Eval: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Next-token loss and perplexity of `text` records, per record and overall.")
+    @OptionGroup var model: ModelOptions
+    @Option(help: "JSONL file of {\"text\": ...} records.") var data: String
+    @Flag(help: "Print one JSON object on stdout.") var json = false
+    @Option(help: "Longest record in tokens; longer ones are truncated with a warning.") var maxSeqLen = 2048
+    @Flag(help: "Add BOS/EOS as the model's metadata says.") var addSpecialTokens = false
+    @OptionGroup var threads: ThreadOptions
+
+    func run() throws {
+        try runReportingErrors {
+            try EvalCommand.run(modelPath: model.model, dataPath: data, json: json, maxSeqLen: maxSeqLen,
+                                threads: threads.resolved, addSpecialTokens: addSpecialTokens)
+        }
+    }
+}
+
+struct Bench: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Benchmarks.", subcommands: [Step.self])
+
+    struct Step: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Time training steps (forward + backward + AdamW) against this machine's sgemm peak.")
+        enum Method: String, ExpressibleByArgument { case full, lora }
+        @OptionGroup var model: ModelOptions
+        @Option(help: "full or lora.") var method: Method = .lora
+        @Option(help: "Tokens per row.") var seqLen = 256
+        @Option(help: "Rows per step.") var batch = 4
+        @Option(help: "LoRA rank (adapters on all seven projections).") var loraRank = 8
+        @Option(help: "Timed steps.") var steps = 3
+        @Option(help: "Untimed warm-up steps.") var warmup = 1
+        @Flag(help: "Recompute layer activations in backward (gradient checkpointing).") var recompute = false
+        @Flag(help: "Print one JSON object on stdout.") var json = false
+        @OptionGroup var threads: ThreadOptions
+
+        func run() throws {
+            try runReportingErrors {
+                let r = try BenchCommand.measure(modelPath: model.model, full: method == .full, loraRank: loraRank,
+                                                 batch: batch, seqLen: seqLen, threads: threads.resolved, steps: steps,
+                                                 warmup: warmup, recompute: recompute, progress: { printError($0) })
+                BenchCommand.report(r, json: json)
+            }
+        }
+    }
+}

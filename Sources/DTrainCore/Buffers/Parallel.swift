@@ -1,4 +1,5 @@
 import Dispatch
+import Foundation
 
 /// Element-wise work split across the rank's compute threads.
 ///
@@ -23,4 +24,19 @@ public enum Parallel {
             if lo < hi { body(lo..<hi) }
         }
     }
+}
+
+import CBLAS
+
+/// The rank's compute threads: BLAS's pool and the element-wise loops.
+public enum ComputeThreads {
+    /// Sets both BLAS's thread count and `Parallel.threads` to `count`.
+    public static func configure(_ count: Int) {
+        let n = max(1, count)
+        openblas_set_num_threads(Int32(n))
+        Parallel.threads = n
+    }
+
+    /// Cores this process may run on.
+    public static var available: Int { ProcessInfo.processInfo.activeProcessorCount }
 }

@@ -34,17 +34,11 @@ public enum Attention {
                 for t in 0..<T {
                     let row = p + t * T
                     let lo = segStart.map { Int($0[b * T + t]) } ?? 0
-                    var mx = -Float.infinity
-                    for j in lo...t { mx = max(mx, row[j]) }
-                    var sum: Float = 0
-                    for j in lo...t {
-                        let e = expf(row[j] - mx)
-                        row[j] = e
-                        sum += e
-                    }
-                    let inv = 1 / sum
+                    let width = t - lo + 1
+                    let mx = FastMath.max(row + lo, width)
+                    let sum = FastMath.expShifted(row + lo, row + lo, width, shift: mx)
                     for j in 0..<lo { row[j] = 0 }
-                    for j in lo...t { row[j] *= inv }
+                    FastMath.scale(row + lo, width, by: 1 / sum)
                     for j in (t + 1)..<max(T, t + 1) { row[j] = 0 }
                     lseRow[t] = mx + logf(sum)
                 }
@@ -81,7 +75,7 @@ public enum Attention {
                     let lo = segStart.map { Int($0[b * T + t]) } ?? 0
                     let m = lseRow[t]
                     for j in 0..<lo { row[j] = 0 }
-                    for j in lo...t { row[j] = expf(row[j] - m) }
+                    _ = FastMath.expShifted(row + lo, row + lo, t - lo + 1, shift: m)
                     for j in (t + 1)..<max(T, t + 1) { row[j] = 0 }
                     // D_t = Σ_d dO[t,d]·O[t,d] = Σ_j P[t,j]·dP[t,j]
                     var d: Float = 0

@@ -38,17 +38,15 @@ public enum CrossEntropyHead {
             Parallel.forChunks(r, minPerThread: 1) { range in
                 for i in range {
                     let row = logits + i * V
-                    var mx = -Float.infinity
-                    for j in 0..<V { mx = max(mx, row[j]) }
-                    var sum: Float = 0
-                    for j in 0..<V { sum += expf(row[j] - mx) }
-                    let lse = mx + logf(sum)
                     let t = Int(targets[start + i])
-                    let loss = lse - row[t]
+                    let target = row[t]
+                    let mx = FastMath.max(row, V)
+                    // row <- exp(logit - max) in one vectorised pass; the sum gives the log-sum-exp.
+                    let sum = FastMath.expShifted(row, row, V, shift: mx)
+                    let loss = mx + logf(sum) - target
                     dxg[i * C] = loss // parked here until the sum below; dxg rows are rewritten later
                     if wantGrad {
-                        let inv = lossScale / sum
-                        for j in 0..<V { row[j] = expf(row[j] - mx) * inv }
+                        FastMath.scale(row, V, by: lossScale / sum)
                         row[t] -= lossScale
                     }
                 }

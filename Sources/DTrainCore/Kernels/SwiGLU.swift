@@ -1,14 +1,21 @@
 import Foundation
 
-/// The gated MLP activation h = silu(gate) · up.
+/// The gated MLP activation h = silu(gate) · up, silu(g) = g·σ(g).
 public enum SwiGLU {
     /// out (N·F) = silu(gate) · up, element-wise over `count` = N·F values.
     public static func forward(_ out: UnsafeMutablePointer<Float>, _ gate: UnsafePointer<Float>,
                                _ up: UnsafePointer<Float>, _ count: Int) {
         Parallel.forChunks(count, minPerThread: 65536) { r in
-            for i in r {
+            var i = r.lowerBound
+            while i + 8 <= r.upperBound {
+                let g = FastMath.load(gate, i)
+                FastMath.store(g * FastMath.sigmoid(g) * FastMath.load(up, i), out, i)
+                i += 8
+            }
+            while i < r.upperBound {
                 let g = gate[i]
                 out[i] = g / (1 + expf(-g)) * up[i]
+                i += 1
             }
         }
     }
@@ -18,10 +25,18 @@ public enum SwiGLU {
                                 _ dout: UnsafePointer<Float>, _ gate: UnsafePointer<Float>,
                                 _ up: UnsafePointer<Float>, _ count: Int) {
         Parallel.forChunks(count, minPerThread: 65536) { r in
-            for i in r {
+            var i = r.lowerBound
+            while i + 8 <= r.upperBound {
+                let g = FastMath.load(gate, i), d = FastMath.load(dout, i), s = FastMath.sigmoid(g)
+                FastMath.store(FastMath.load(dgate, i) + d * FastMath.load(up, i) * s * (1 + g * (1 - s)), dgate, i)
+                FastMath.store(FastMath.load(dup, i) + d * g * s, dup, i)
+                i += 8
+            }
+            while i < r.upperBound {
                 let g = gate[i], s = 1 / (1 + expf(-g))
                 dgate[i] += dout[i] * up[i] * s * (1 + g * (1 - s))
                 dup[i] += dout[i] * g * s
+                i += 1
             }
         }
     }

@@ -166,16 +166,16 @@ public final class LlamaModel {
         let dlnf = a + o.dln
         dlnf.update(repeating: 0, count: N * C)
         let dHead: UnsafeMutablePointer<Float>? = (method == .full) ? grads!.pointer(at: layout.lmHead) : nil
-        let sum = CrossEntropyHead.forward(dlnf, dHead, nil, a + o.lnf, p + layout.lmHead,
+        let sum = Profiler.measure(.head) { CrossEntropyHead.forward(dlnf, dHead, nil, a + o.lnf, p + layout.lmHead,
                                            intsRows, intsTargets, activeRows, C, config.vocabSize,
-                                           lossScale: scale, scratch: a + o.headScratch, rowsPerChunk: Self.headChunkRows)
+                                           lossScale: scale, scratch: a + o.headScratch, rowsPerChunk: Self.headChunkRows) }
         let dResid = a + o.dResid
         dResid.update(repeating: 0, count: N * C)
-        RMSNorm.backward(dResid, fullGrad(layout.finalNorm), dlnf, a + o.resid + L * N * C,
-                         p + layout.finalNorm, a + o.rstdF, N, C)
+        Profiler.measure(.rmsnorm) { RMSNorm.backward(dResid, fullGrad(layout.finalNorm), dlnf, a + o.resid + L * N * C,
+                         p + layout.finalNorm, a + o.rstdF, N, C) }
         for l in stride(from: L - 1, through: 0, by: -1) { layerBackward(l) }
         if let g = fullGrad(layout.embedding) {
-            Embedding.backward(g, dResid, intsTokens, N, C)
+            Profiler.measure(.embedding) { Embedding.backward(g, dResid, intsTokens, N, C) }
         }
         return LossSum(sum: sum, count: activeRows)
     }
@@ -186,9 +186,9 @@ public final class LlamaModel {
         load(batch)
         forwardTrunk(training: false)
         let a = acts!.base
-        let sum = CrossEntropyHead.forward(nil, nil, rowLoss, a + o.lnf, params.base + layout.lmHead,
+        let sum = Profiler.measure(.head) { CrossEntropyHead.forward(nil, nil, rowLoss, a + o.lnf, params.base + layout.lmHead,
                                            intsRows, intsTargets, activeRows, config.hiddenSize, config.vocabSize,
-                                           lossScale: 0, scratch: a + o.headScratch, rowsPerChunk: Self.headChunkRows)
+                                           lossScale: 0, scratch: a + o.headScratch, rowsPerChunk: Self.headChunkRows) }
         return LossSum(sum: sum, count: activeRows)
     }
 
@@ -199,7 +199,7 @@ public final class LlamaModel {
         let N = batchSize * seqLen, V = config.vocabSize, C = config.hiddenSize
         var out = [Float](repeating: 0, count: N * V)
         out.withUnsafeMutableBufferPointer { buf in
-            Linear.forward(buf.baseAddress!, acts!.base + o.lnf, params.base + layout.lmHead, nil, N, C, V)
+            Profiler.measure(.linear) { Linear.forward(buf.baseAddress!, acts!.base + o.lnf, params.base + layout.lmHead, nil, N, C, V) }
         }
         return out
     }
@@ -261,9 +261,9 @@ public final class LlamaModel {
     private func forwardTrunk(training: Bool) {
         let N = batchSize * seqLen, C = config.hiddenSize, L = config.numLayers
         let a = acts!.base, p = params.base
-        Embedding.forward(a + o.resid, intsTokens, p + layout.embedding, N, C)
+        Profiler.measure(.embedding) { Embedding.forward(a + o.resid, intsTokens, p + layout.embedding, N, C) }
         for l in 0..<L { layerForward(l, training: training) }
-        RMSNorm.forward(a + o.lnf, a + o.rstdF, a + o.resid + L * N * C, p + layout.finalNorm, N, C, config.rmsNormEps)
+        Profiler.measure(.rmsnorm) { RMSNorm.forward(a + o.lnf, a + o.rstdF, a + o.resid + L * N * C, p + layout.finalNorm, N, C, config.rmsNormEps) }
     }
 
     private func layerForward(_ l: Int, training: Bool) {
@@ -275,20 +275,20 @@ public final class LlamaModel {
         let resid2 = a + o.resid2 + s * N * C, gate = a + o.gate + s * N * F, up = a + o.up + s * N * F
         let ln = a + o.ln, h = a + o.h
 
-        RMSNorm.forward(ln, a + o.rstd1 + l * N, resIn, p + w.inputNorm, N, C, c.rmsNormEps)
+        Profiler.measure(.rmsnorm) { RMSNorm.forward(ln, a + o.rstd1 + l * N, resIn, p + w.inputNorm, N, C, c.rmsNormEps) }
         project(.q_proj, l, training, q, ln, w.qWeight, w.qBias, C, c.qDim)
         project(.k_proj, l, training, k, ln, w.kWeight, w.kBias, C, c.kvDim)
         project(.v_proj, l, training, v, ln, w.vWeight, w.vBias, C, c.kvDim)
-        RoPE.forward(q, intsPositions, ropeCos, ropeSin, N, c.numHeads, c.headDim)
-        RoPE.forward(k, intsPositions, ropeCos, ropeSin, N, c.numKVHeads, c.headDim)
-        Attention.forward(attnOut, lse, q, k, v, hasSegments ? intsSegments : nil, a + o.attnScratch,
-                          B, T, c.numHeads, c.numKVHeads, c.headDim)
+        Profiler.measure(.rope) { RoPE.forward(q, intsPositions, ropeCos, ropeSin, N, c.numHeads, c.headDim) }
+        Profiler.measure(.rope) { RoPE.forward(k, intsPositions, ropeCos, ropeSin, N, c.numKVHeads, c.headDim) }
+        Profiler.measure(.attention) { Attention.forward(attnOut, lse, q, k, v, hasSegments ? intsSegments : nil, a + o.attnScratch,
+                          B, T, c.numHeads, c.numKVHeads, c.headDim) }
         resid2.update(from: resIn, count: N * C)
         project(.o_proj, l, training, resid2, attnOut, w.oWeight, nil, c.qDim, C, accumulate: true)
-        RMSNorm.forward(ln, a + o.rstd2 + l * N, resid2, p + w.postNorm, N, C, c.rmsNormEps)
+        Profiler.measure(.rmsnorm) { RMSNorm.forward(ln, a + o.rstd2 + l * N, resid2, p + w.postNorm, N, C, c.rmsNormEps) }
         project(.gate_proj, l, training, gate, ln, w.gateWeight, nil, C, F)
         project(.up_proj, l, training, up, ln, w.upWeight, nil, C, F)
-        SwiGLU.forward(h, gate, up, N * F)
+        Profiler.measure(.swiglu) { SwiGLU.forward(h, gate, up, N * F) }
         resOut.update(from: resid2, count: N * C)
         project(.down_proj, l, training, resOut, h, w.downWeight, nil, F, C, accumulate: true)
     }
@@ -298,17 +298,17 @@ public final class LlamaModel {
                          _ out: UnsafeMutablePointer<Float>, _ inp: UnsafePointer<Float>,
                          _ weight: Int, _ bias: Int?, _ IC: Int, _ OC: Int, accumulate: Bool = false) {
         let N = batchSize * seqLen, p = params.base
-        Linear.forward(out, inp, p + weight, bias.map { UnsafePointer(p + $0) }, N, IC, OC, accumulate: accumulate)
+        Profiler.measure(.linear) { Linear.forward(out, inp, p + weight, bias.map { UnsafePointer(p + $0) }, N, IC, OC, accumulate: accumulate) }
         guard let lora, let slotAB = lora.slots[l][target.index] else { return }
         let cfg = lora.config, a = acts!.base, r = cfg.rank
         let xa = a + o.loraXA + (slot(l) * LoRATarget.allCases.count + target.index) * N * r
         var xin = inp
         if training && cfg.dropout > 0 {
-            Dropout.forward(a + o.dropIn, inp, N * IC, p: cfg.dropout, key: dropKey(l, target))
+            Profiler.measure(.lora) { Dropout.forward(a + o.dropIn, inp, N * IC, p: cfg.dropout, key: dropKey(l, target)) }
             xin = UnsafePointer(a + o.dropIn)
         }
-        LoRA.forward(out, xa, xin, lora.weights.pointer(at: slotAB.a), lora.weights.pointer(at: slotAB.b),
-                     N, IC, OC, r, scale: cfg.scale)
+        Profiler.measure(.lora) { LoRA.forward(out, xa, xin, lora.weights.pointer(at: slotAB.a), lora.weights.pointer(at: slotAB.b),
+                     N, IC, OC, r, scale: cfg.scale) }
     }
 
     private func dropKey(_ l: Int, _ target: LoRATarget) -> UInt64 {
@@ -331,17 +331,17 @@ public final class LlamaModel {
         let dq = a + o.dq, dk = a + o.dk, dv = a + o.dv, dAttn = a + o.dAttn
 
         // MLP branch: resOut = resid2 + down(swiglu(gate(ln2), up(ln2))).
-        RMSNorm.recompute(ln, a + o.rstd2 + l * N, resid2, p + w.postNorm, N, C)
-        SwiGLU.forward(h, gate, up, N * F)
+        Profiler.measure(.rmsnorm) { RMSNorm.recompute(ln, a + o.rstd2 + l * N, resid2, p + w.postNorm, N, C) }
+        Profiler.measure(.swiglu) { SwiGLU.forward(h, gate, up, N * F) }
         dh.update(repeating: 0, count: N * F)
         projectBackward(.down_proj, l, dh, dResid, h, w.downWeight, nil, F, C)
         dgate.update(repeating: 0, count: N * F)
         dup.update(repeating: 0, count: N * F)
-        SwiGLU.backward(dgate, dup, dh, gate, up, N * F)
+        Profiler.measure(.swiglu) { SwiGLU.backward(dgate, dup, dh, gate, up, N * F) }
         dln.update(repeating: 0, count: N * C)
         projectBackward(.gate_proj, l, dln, dgate, ln, w.gateWeight, nil, C, F)
         projectBackward(.up_proj, l, dln, dup, ln, w.upWeight, nil, C, F)
-        RMSNorm.backward(dResid, fullGrad(w.postNorm), dln, resid2, p + w.postNorm, a + o.rstd2 + l * N, N, C)
+        Profiler.measure(.rmsnorm) { RMSNorm.backward(dResid, fullGrad(w.postNorm), dln, resid2, p + w.postNorm, a + o.rstd2 + l * N, N, C) }
 
         // Attention branch: resid2 = resIn + o(attention(rope(q(ln1)), rope(k(ln1)), v(ln1))).
         dAttn.update(repeating: 0, count: N * c.qDim)
@@ -349,16 +349,16 @@ public final class LlamaModel {
         dq.update(repeating: 0, count: N * c.qDim)
         dk.update(repeating: 0, count: N * c.kvDim)
         dv.update(repeating: 0, count: N * c.kvDim)
-        Attention.backward(dq, dk, dv, dAttn, attnOut, lse, q, k, v, hasSegments ? intsSegments : nil,
-                           a + o.attnScratch, B, T, c.numHeads, c.numKVHeads, c.headDim)
-        RoPE.backward(dq, intsPositions, ropeCos, ropeSin, N, c.numHeads, c.headDim)
-        RoPE.backward(dk, intsPositions, ropeCos, ropeSin, N, c.numKVHeads, c.headDim)
-        RMSNorm.recompute(ln, a + o.rstd1 + l * N, resIn, p + w.inputNorm, N, C)
+        Profiler.measure(.attention) { Attention.backward(dq, dk, dv, dAttn, attnOut, lse, q, k, v, hasSegments ? intsSegments : nil,
+                           a + o.attnScratch, B, T, c.numHeads, c.numKVHeads, c.headDim) }
+        Profiler.measure(.rope) { RoPE.backward(dq, intsPositions, ropeCos, ropeSin, N, c.numHeads, c.headDim) }
+        Profiler.measure(.rope) { RoPE.backward(dk, intsPositions, ropeCos, ropeSin, N, c.numKVHeads, c.headDim) }
+        Profiler.measure(.rmsnorm) { RMSNorm.recompute(ln, a + o.rstd1 + l * N, resIn, p + w.inputNorm, N, C) }
         dln.update(repeating: 0, count: N * C)
         projectBackward(.q_proj, l, dln, dq, ln, w.qWeight, w.qBias, C, c.qDim)
         projectBackward(.k_proj, l, dln, dk, ln, w.kWeight, w.kBias, C, c.kvDim)
         projectBackward(.v_proj, l, dln, dv, ln, w.vWeight, w.vBias, C, c.kvDim)
-        RMSNorm.backward(dResid, fullGrad(w.inputNorm), dln, resIn, p + w.inputNorm, a + o.rstd1 + l * N, N, C)
+        Profiler.measure(.rmsnorm) { RMSNorm.backward(dResid, fullGrad(w.inputNorm), dln, resIn, p + w.inputNorm, a + o.rstd1 + l * N, N, C) }
     }
 
     /// dinp (N, IC) += ∂/∂inp of `project`; weight, bias and adapter gradients accumulate.
@@ -366,7 +366,7 @@ public final class LlamaModel {
                                  _ dout: UnsafePointer<Float>, _ inp: UnsafePointer<Float>,
                                  _ weight: Int, _ bias: Int?, _ IC: Int, _ OC: Int) {
         let N = batchSize * seqLen, p = params.base
-        Linear.backward(dinp, fullGrad(weight), fullGrad(bias), dout, inp, p + weight, N, IC, OC)
+        Profiler.measure(.linear) { Linear.backward(dinp, fullGrad(weight), fullGrad(bias), dout, inp, p + weight, N, IC, OC) }
         guard let lora, let slotAB = lora.slots[l][target.index] else { return }
         let cfg = lora.config, a = acts!.base, r = cfg.rank
         let xa = a + o.loraXA + (slot(l) * LoRATarget.allCases.count + target.index) * N * r
@@ -374,13 +374,13 @@ public final class LlamaModel {
         let dA = lora.grads.pointer(at: slotAB.a), dB = lora.grads.pointer(at: slotAB.b)
         if cfg.dropout > 0 {
             let key = dropKey(l, target)
-            Dropout.forward(a + o.dropIn, inp, N * IC, p: cfg.dropout, key: key)
+            Profiler.measure(.lora) { Dropout.forward(a + o.dropIn, inp, N * IC, p: cfg.dropout, key: key) }
             let dDrop = a + o.dropGrad
             dDrop.update(repeating: 0, count: N * IC)
-            LoRA.backward(dDrop, dA, dB, a + o.loraDXA, dout, a + o.dropIn, xa, A, Bw, N, IC, OC, r, scale: cfg.scale)
-            Dropout.backward(dinp, dDrop, N * IC, p: cfg.dropout, key: key)
+            Profiler.measure(.lora) { LoRA.backward(dDrop, dA, dB, a + o.loraDXA, dout, a + o.dropIn, xa, A, Bw, N, IC, OC, r, scale: cfg.scale) }
+            Profiler.measure(.lora) { Dropout.backward(dinp, dDrop, N * IC, p: cfg.dropout, key: key) }
         } else {
-            LoRA.backward(dinp, dA, dB, a + o.loraDXA, dout, inp, xa, A, Bw, N, IC, OC, r, scale: cfg.scale)
+            Profiler.measure(.lora) { LoRA.backward(dinp, dA, dB, a + o.loraDXA, dout, inp, xa, A, Bw, N, IC, OC, r, scale: cfg.scale) }
         }
     }
 }

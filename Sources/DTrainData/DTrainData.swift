@@ -1,1 +1,0 @@
-// The data module: tokenizer, formats, templates, batching.

@@ -1,3 +1,0 @@
-import Testing
-@testable import DTrainData
-@Test func placeholder() { #expect(Bool(true)) }
