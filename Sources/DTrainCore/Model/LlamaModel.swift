@@ -12,8 +12,9 @@ public enum TrainingMethod: Sendable, Equatable {
 ///
 /// The forward pass is a flat list of kernel calls per layer; backward is the same list reversed,
 /// with one running gradient of the residual stream (`dResid`) that every branch adds into.
-/// Activations are sized once by `prepare(batchSize:seqLen:recompute:)`; a batch of another shape is
-/// a precondition failure, never a silent reallocation.
+/// Activations are sized once by `prepare(batchSize:seqLen:recompute:)` for at most B rows of at
+/// most T tokens; a batch within that capacity runs in place (packed micro-batches have a variable
+/// number of rows), a larger one is a precondition failure, never a silent reallocation.
 public final class LlamaModel {
     public let config: LlamaConfig
     public let layout: ParameterLayout
@@ -28,9 +29,15 @@ public final class LlamaModel {
     /// Key of the LoRA-dropout masks for the next step; the trainer derives it from (seed, step, micro-step).
     public var dropoutKey: UInt64 = 0
 
-    /// B and T the activations were sized for.
+    /// Capacity the activations were sized for: rows and tokens per row.
+    public private(set) var capacityRows = 0
+    public private(set) var capacityLength = 0
+    /// B and T of the batch being run.
     public private(set) var batchSize = 0
     public private(set) var seqLen = 0
+    /// Called after layer l's backward has finished adding into its gradients (layers run from
+    /// L-1 down to 0), so the trainer can start reducing them while earlier layers compute.
+    public var layerBackwardDone: ((Int) -> Void)?
     /// Whether layer activations are recomputed during backward instead of stored.
     public private(set) var recompute = false
 
@@ -137,11 +144,11 @@ public final class LlamaModel {
 
     /// Sizes the activation buffers for B x T batches; call once before the first step.
     public func prepare(batchSize B: Int, seqLen T: Int, recompute: Bool = false) {
-        if acts != nil && B == batchSize && T == seqLen && recompute == self.recompute { return }
+        if acts != nil && B == capacityRows && T == capacityLength && recompute == self.recompute { return }
         let rank: Int? = { if case .lora(let c)? = method { return c.rank } else { return nil } }()
         o = Self.offsets(config: config, B: B, T: T, loraRank: rank, recompute: recompute)
         acts = FloatBuffer(count: o.total)
-        batchSize = B; seqLen = T; self.recompute = recompute
+        capacityRows = B; capacityLength = T; batchSize = B; seqLen = T; self.recompute = recompute
         ints?.deallocate()
         ints = .allocate(capacity: 5 * B * T)
         ints!.initialize(repeating: 0, count: 5 * B * T)
@@ -173,7 +180,10 @@ public final class LlamaModel {
         dResid.update(repeating: 0, count: N * C)
         Profiler.measure(.rmsnorm) { RMSNorm.backward(dResid, fullGrad(layout.finalNorm), dlnf, a + o.resid + L * N * C,
                          p + layout.finalNorm, a + o.rstdF, N, C) }
-        for l in stride(from: L - 1, through: 0, by: -1) { layerBackward(l) }
+        for l in stride(from: L - 1, through: 0, by: -1) {
+            layerBackward(l)
+            layerBackwardDone?(l)
+        }
         if let g = fullGrad(layout.embedding) {
             Profiler.measure(.embedding) { Embedding.backward(g, dResid, intsTokens, N, C) }
         }
@@ -215,8 +225,10 @@ public final class LlamaModel {
     /// Copies a batch into the integer buffers and lists the positions that carry a label.
     private func load(_ batch: TokenBatch) {
         precondition(acts != nil, "LlamaModel: call prepare(batchSize:seqLen:) before running a batch")
-        precondition(batch.batchSize == batchSize && batch.seqLen == seqLen,
-                     "LlamaModel: batch is \(batch.batchSize)x\(batch.seqLen) but activations were sized for \(batchSize)x\(seqLen)")
+        precondition(batch.batchSize <= capacityRows && batch.seqLen <= capacityLength && batch.batchSize > 0 && batch.seqLen > 0,
+                     "LlamaModel: batch is \(batch.batchSize)x\(batch.seqLen) but activations were sized for at most \(capacityRows)x\(capacityLength)")
+        batchSize = batch.batchSize
+        seqLen = batch.seqLen
         let B = batchSize, T = seqLen, V = Int32(config.vocabSize)
         for i in 0..<(B * T) {
             let id = batch.tokens[i]

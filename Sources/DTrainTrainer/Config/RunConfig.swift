@@ -1,0 +1,352 @@
+import DTrainCore
+import Foundation
+import Yams
+
+/// Everything a training run needs, decoded from YAML (see the README's "Run config" table).
+/// Defaults hold for every absent key; unknown keys are errors.
+public struct RunConfig: Codable, Equatable {
+    public enum Method: String, Codable, Equatable { case full, lora }
+
+    /// A `.gguf` file or a Hugging Face model directory.
+    public var model: String
+    public var method: Method = .lora
+    /// Root of every random draw and of the data order.
+    public var seed: UInt64 = 1234
+    public var outputDir: String = "runs/dtrain"
+    /// BLAS and element-wise threads per rank; nil = cores per node / ranks per node.
+    public var threads: Int?
+    /// Recompute layer activations in backward (gradient checkpointing).
+    public var recompute: Bool = false
+    public var data = DataSection()
+    public var lora = LoRASection()
+    public var optim = OptimSection()
+    public var schedule = ScheduleSection()
+    public var batch = BatchSection()
+    public var train = TrainSection()
+    public var eval = EvalSection()
+    public var checkpoint = CheckpointSection()
+    public var logging = LoggingSection()
+
+    enum CodingKeys: String, CodingKey, CaseIterable {
+        case model, method, seed, outputDir = "output_dir", threads, recompute
+        case data, lora, optim, schedule, batch, train, eval, checkpoint, logging
+    }
+
+    public init(model: String) { self.model = model }
+
+    public init(from decoder: Decoder) throws {
+        try decoder.rejectUnknownKeys(CodingKeys.self)
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        guard let model: String = try c.optional(.model, "a path to a .gguf file or a model directory") else {
+            throw ConfigError.missing(key: "model", expected: "a path to a .gguf file or a Hugging Face model directory")
+        }
+        self.model = model
+        method = try c.value(.method, or: .lora, "full or lora")
+        seed = try c.value(.seed, or: 1234, "a non-negative integer")
+        outputDir = try c.value(.outputDir, or: "runs/dtrain", "a directory path")
+        threads = try c.optional(.threads, "an integer (threads per rank)")
+        recompute = try c.value(.recompute, or: false, "true or false")
+        data = try c.value(.data, or: DataSection(), "a section")
+        lora = try c.value(.lora, or: LoRASection(), "a section")
+        optim = try c.value(.optim, or: OptimSection(), "a section")
+        schedule = try c.value(.schedule, or: ScheduleSection(), "a section")
+        batch = try c.value(.batch, or: BatchSection(), "a section")
+        train = try c.value(.train, or: TrainSection(), "a section")
+        eval = try c.value(.eval, or: EvalSection(), "a section")
+        checkpoint = try c.value(.checkpoint, or: CheckpointSection(), "a section")
+        logging = try c.value(.logging, or: LoggingSection(), "a section")
+    }
+
+    /// Loads a YAML file and applies `--set` overrides.
+    public static func load(path: String, overrides: [String] = []) throws -> RunConfig {
+        let text: String
+        do { text = try String(contentsOfFile: path, encoding: .utf8) } catch {
+            throw ConfigError.unreadable(file: path, reason: (error as NSError).localizedDescription)
+        }
+        return try ConfigLoader.decode(RunConfig.self, yaml: text, file: path, overrides: overrides)
+    }
+
+    /// The effective config as YAML (printed at start, stored in the run directory).
+    public func yaml() -> String {
+        (try? YAMLEncoder().encode(self)) ?? "\(self)"
+    }
+
+    /// Cross-field rules that need no files; `validate(worldSize:)` adds the batch arithmetic.
+    public func validate(worldSize: Int) throws {
+        func bad(_ key: String, _ message: String) -> ConfigError { .invalid(key: key, message: message) }
+        if data.train.isEmpty { throw ConfigError.missing(key: "data.train", expected: "one or more JSONL files") }
+        if data.maxSeqLen < 2 { throw bad("data.max_seq_len", "must be at least 2, got \(data.maxSeqLen)") }
+        if !(0..<1).contains(data.validationFraction) { throw bad("data.validation_fraction", "must be in [0, 1), got \(data.validationFraction)") }
+        if method == .lora {
+            if lora.r < 1 { throw bad("lora.r", "must be at least 1, got \(lora.r)") }
+            if !(0..<1).contains(lora.dropout) { throw bad("lora.dropout", "must be in [0, 1), got \(lora.dropout)") }
+            if lora.targets.isEmpty { throw bad("lora.targets", "needs at least one projection") }
+        }
+        if optim.lr <= 0 { throw bad("optim.lr", "must be positive, got \(optim.lr)") }
+        if optim.betas.count != 2 || optim.betas.contains(where: { !(0..<1).contains($0) }) {
+            throw bad("optim.betas", "must be two numbers in [0, 1), got \(optim.betas)")
+        }
+        if optim.gradClip < 0 { throw bad("optim.grad_clip", "must be 0 (off) or positive") }
+        if schedule.warmupSteps < 0 { throw bad("schedule.warmup_steps", "must be non-negative") }
+        if batch.micro < 1 { throw bad("batch.micro", "must be at least 1, got \(batch.micro)") }
+        switch (batch.globalExamples, batch.globalTokens) {
+        case (nil, nil): throw ConfigError.missing(key: "batch.global_examples", expected: "examples per optimizer step (or batch.global_tokens)")
+        case (.some, .some): throw bad("batch.global_tokens", "give batch.global_examples or batch.global_tokens, not both")
+        case (let g?, nil):
+            if g < 1 { throw bad("batch.global_examples", "must be at least 1") }
+            if g % (worldSize * batch.micro) != 0 {
+                throw bad("batch.micro", "global_examples (\(g)) must be a multiple of ranks x micro = \(worldSize) x \(batch.micro); "
+                          + "HINT: with \(worldSize) ranks, micro could be one of \(divisors(g / max(1, g % worldSize == 0 ? worldSize : 1)).filter { g % (worldSize * $0) == 0 })")
+            }
+        case (nil, let t?):
+            if t < data.maxSeqLen { throw bad("batch.global_tokens", "must be at least data.max_seq_len (\(data.maxSeqLen))") }
+        }
+        if train.epochs < 1 && train.maxSteps == nil { throw bad("train.epochs", "must be at least 1 (or set train.max_steps)") }
+        if let m = train.maxSteps, m < 1 { throw bad("train.max_steps", "must be at least 1") }
+        if eval.everySteps < 0 { throw bad("eval.every_steps", "must be 0 (only at the end) or positive") }
+        if eval.patience < 0 { throw bad("eval.patience", "must be 0 (no early stopping) or positive") }
+        if checkpoint.keepLast < 1 { throw bad("checkpoint.keep_last", "must be at least 1") }
+        if let t = threads, t < 1 { throw bad("threads", "must be at least 1") }
+    }
+
+    private func divisors(_ n: Int) -> [Int] { (1...max(n, 1)).filter { n % $0 == 0 } }
+}
+
+/// `data:` where examples come from and how they become token sequences.
+public struct DataSection: Codable, Equatable {
+    public var train: [String] = []
+    public var validation: [String]? = nil
+    /// Held-out share of the training data when no validation file is given (by example hash).
+    public var validationFraction: Double = 0.05
+    /// auto, text, prompt_completion, chat or instruction.
+    public var format: String = "auto"
+    /// Maps other column names onto the format's (e.g. question: prompt).
+    public var columns: [String: String] = [:]
+    /// A .jinja file or tokenizer_config.json overriding the model's chat template.
+    public var chatTemplate: String? = nil
+    public var maxSeqLen: Int = 1024
+    /// truncate, drop or error.
+    public var overLength: String = "truncate"
+    public var packing: Bool = true
+    public var trainOnInputs: Bool = false
+    /// error or skip.
+    public var onError: String = "error"
+
+    enum CodingKeys: String, CodingKey, CaseIterable {
+        case train, validation, validationFraction = "validation_fraction", format, columns
+        case chatTemplate = "chat_template", maxSeqLen = "max_seq_len", overLength = "over_length"
+        case packing, trainOnInputs = "train_on_inputs", onError = "on_error"
+    }
+
+    public init() {}
+    public init(from decoder: Decoder) throws {
+        try decoder.rejectUnknownKeys(CodingKeys.self)
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        train = try c.stringList(.train) ?? []
+        validation = try c.stringList(.validation)
+        validationFraction = try c.value(.validationFraction, or: 0.05, "a fraction in [0, 1)")
+        format = try c.value(.format, or: "auto", "auto, text, prompt_completion, chat or instruction")
+        let formats = ["auto", "text", "prompt_completion", "chat", "instruction"]
+        guard formats.contains(format) else { throw ConfigError.invalid(key: "data.format", message: "expected one of \(formats), got '\(format)'") }
+        columns = try c.value(.columns, or: [:], "a mapping of column names")
+        chatTemplate = try c.optional(.chatTemplate, "a path to a .jinja file or tokenizer_config.json")
+        maxSeqLen = try c.value(.maxSeqLen, or: 1024, "an integer (tokens)")
+        overLength = try c.value(.overLength, or: "truncate", "truncate, drop or error")
+        guard ["truncate", "drop", "error"].contains(overLength) else {
+            throw ConfigError.invalid(key: "data.over_length", message: "expected truncate, drop or error, got '\(overLength)'")
+        }
+        packing = try c.value(.packing, or: true, "true or false")
+        trainOnInputs = try c.value(.trainOnInputs, or: false, "true or false")
+        onError = try c.value(.onError, or: "error", "error or skip")
+        guard ["error", "skip"].contains(onError) else {
+            throw ConfigError.invalid(key: "data.on_error", message: "expected error or skip, got '\(onError)'")
+        }
+    }
+}
+
+/// `lora:` adapter shape (used when method is lora).
+public struct LoRASection: Codable, Equatable {
+    public var r: Int = 8
+    public var alpha: Float = 16
+    public var dropout: Float = 0.05
+    public var rslora: Bool = false
+    public var targets: [LoRATarget] = LoRATarget.allCases
+
+    enum CodingKeys: String, CodingKey, CaseIterable { case r, alpha, dropout, rslora, targets }
+    public init() {}
+    public init(from decoder: Decoder) throws {
+        try decoder.rejectUnknownKeys(CodingKeys.self)
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        r = try c.value(.r, or: 8, "an integer rank")
+        alpha = try c.value(.alpha, or: 16, "a number")
+        dropout = try c.value(.dropout, or: 0.05, "a probability in [0, 1)")
+        rslora = try c.value(.rslora, or: false, "true or false")
+        let names: [String] = try c.value(.targets, or: LoRATarget.allCases.map(\.rawValue), "a list of projection names")
+        targets = try names.map { name in
+            guard let t = LoRATarget(rawValue: name) else {
+                throw ConfigError.invalid(key: "lora.targets", message: "unknown projection '\(name)'; expected some of \(LoRATarget.allCases.map(\.rawValue))")
+            }
+            return t
+        }
+    }
+
+    /// The core's LoRA configuration.
+    public var coreConfig: LoRAConfig { LoRAConfig(rank: r, alpha: alpha, dropout: dropout, useRSLoRA: rslora, targets: targets) }
+}
+
+/// `optim:` AdamW.
+public struct OptimSection: Codable, Equatable {
+    public var lr: Float = 2e-4
+    public var betas: [Float] = [0.9, 0.999]
+    public var eps: Float = 1e-8
+    public var weightDecay: Float = 0
+    /// Clip the global gradient norm to this (0 = off).
+    public var gradClip: Float = 1
+
+    enum CodingKeys: String, CodingKey, CaseIterable { case lr, betas, eps, weightDecay = "weight_decay", gradClip = "grad_clip" }
+    public init() {}
+    public init(from decoder: Decoder) throws {
+        try decoder.rejectUnknownKeys(CodingKeys.self)
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        lr = try c.value(.lr, or: 2e-4, "a positive number")
+        betas = try c.value(.betas, or: [0.9, 0.999], "two numbers, like [0.9, 0.999]")
+        eps = try c.value(.eps, or: 1e-8, "a small positive number")
+        weightDecay = try c.value(.weightDecay, or: 0, "a number")
+        gradClip = try c.value(.gradClip, or: 1, "a number (0 = off)")
+    }
+
+    public var hyper: AdamWHyper {
+        AdamWHyper(beta1: betas.first ?? 0.9, beta2: betas.count > 1 ? betas[1] : 0.999, eps: eps, weightDecay: weightDecay)
+    }
+}
+
+/// `schedule:` learning-rate schedule.
+public struct ScheduleSection: Codable, Equatable {
+    /// cosine, linear or constant (after warm-up).
+    public var type: String = "cosine"
+    public var warmupSteps: Int = 0
+    public var minLr: Float = 0
+
+    enum CodingKeys: String, CodingKey, CaseIterable { case type, warmupSteps = "warmup_steps", minLr = "min_lr" }
+    public init() {}
+    public init(from decoder: Decoder) throws {
+        try decoder.rejectUnknownKeys(CodingKeys.self)
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        type = try c.value(.type, or: "cosine", "cosine, linear or constant")
+        guard ["cosine", "linear", "constant"].contains(type) else {
+            throw ConfigError.invalid(key: "schedule.type", message: "expected cosine, linear or constant, got '\(type)'")
+        }
+        warmupSteps = try c.value(.warmupSteps, or: 0, "an integer")
+        minLr = try c.value(.minLr, or: 0, "a number")
+    }
+
+    /// Learning rate at 1-based `step` of `total`, peaking at `peak` after warm-up.
+    public func lr(step: Int, total: Int, peak: Float) -> Float {
+        if warmupSteps > 0 && step <= warmupSteps { return peak * Float(step) / Float(warmupSteps) }
+        let span = max(1, total - warmupSteps)
+        let progress = min(1, Float(step - warmupSteps) / Float(span))
+        switch type {
+        case "linear": return minLr + (peak - minLr) * (1 - progress)
+        case "constant": return peak
+        default: return minLr + (peak - minLr) * 0.5 * (1 + cos(Float.pi * progress))
+        }
+    }
+}
+
+/// `batch:` how many examples make one optimizer step, and how they are split.
+public struct BatchSection: Codable, Equatable {
+    /// Examples per optimizer step over all ranks.
+    public var globalExamples: Int? = nil
+    /// Alternatively, tokens per optimizer step (examples are taken in order up to this budget).
+    public var globalTokens: Int? = nil
+    /// Examples per forward/backward on one rank; accumulation = global / (ranks x micro).
+    public var micro: Int = 4
+
+    enum CodingKeys: String, CodingKey, CaseIterable { case globalExamples = "global_examples", globalTokens = "global_tokens", micro }
+    public init() { globalExamples = 16 }
+    public init(from decoder: Decoder) throws {
+        try decoder.rejectUnknownKeys(CodingKeys.self)
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        globalExamples = try c.optional(.globalExamples, "an integer")
+        globalTokens = try c.optional(.globalTokens, "an integer")
+        if globalExamples == nil && globalTokens == nil { globalExamples = 16 }
+        micro = try c.value(.micro, or: 4, "an integer")
+    }
+}
+
+/// `train:` how long to train.
+public struct TrainSection: Codable, Equatable {
+    public var epochs: Int = 1
+    /// Stops after this many optimizer steps even if epochs remain.
+    public var maxSteps: Int? = nil
+
+    enum CodingKeys: String, CodingKey, CaseIterable { case epochs, maxSteps = "max_steps" }
+    public init() {}
+    public init(from decoder: Decoder) throws {
+        try decoder.rejectUnknownKeys(CodingKeys.self)
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        epochs = try c.value(.epochs, or: 1, "an integer")
+        maxSteps = try c.optional(.maxSteps, "an integer")
+    }
+}
+
+/// `eval:` validation and early stopping.
+public struct EvalSection: Codable, Equatable {
+    /// Validate every N steps (0 = only at the end); always at the end.
+    public var everySteps: Int = 50
+    /// Stop after this many validations without improvement (0 = never stop early).
+    public var patience: Int = 0
+    /// Improvement smaller than this does not count.
+    public var minDelta: Double = 0
+    /// val_loss (lower is better).
+    public var metric: String = "val_loss"
+    /// Also validate before the first step (the "before" figure).
+    public var atStart: Bool = true
+
+    enum CodingKeys: String, CodingKey, CaseIterable { case everySteps = "every_steps", patience, minDelta = "min_delta", metric, atStart = "at_start" }
+    public init() {}
+    public init(from decoder: Decoder) throws {
+        try decoder.rejectUnknownKeys(CodingKeys.self)
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        everySteps = try c.value(.everySteps, or: 50, "an integer")
+        patience = try c.value(.patience, or: 0, "an integer")
+        minDelta = try c.value(.minDelta, or: 0, "a number")
+        metric = try c.value(.metric, or: "val_loss", "val_loss")
+        guard ["val_loss", "val_ppl"].contains(metric) else {
+            throw ConfigError.invalid(key: "eval.metric", message: "expected val_loss or val_ppl, got '\(metric)'")
+        }
+        atStart = try c.value(.atStart, or: true, "true or false")
+    }
+}
+
+/// `checkpoint:` how often state is saved and how many files are kept.
+public struct CheckpointSection: Codable, Equatable {
+    /// Save every N steps (0 = only at the end and when stopped by a signal).
+    public var everySteps: Int = 0
+    public var keepLast: Int = 2
+
+    enum CodingKeys: String, CodingKey, CaseIterable { case everySteps = "every_steps", keepLast = "keep_last" }
+    public init() {}
+    public init(from decoder: Decoder) throws {
+        try decoder.rejectUnknownKeys(CodingKeys.self)
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        everySteps = try c.value(.everySteps, or: 0, "an integer")
+        keepLast = try c.value(.keepLast, or: 2, "an integer")
+    }
+}
+
+/// `logging:` console, metrics.jsonl and TensorBoard.
+public struct LoggingSection: Codable, Equatable {
+    /// Print a step line every N steps.
+    public var everySteps: Int = 1
+    public var tensorboard: Bool = true
+
+    enum CodingKeys: String, CodingKey, CaseIterable { case everySteps = "every_steps", tensorboard }
+    public init() {}
+    public init(from decoder: Decoder) throws {
+        try decoder.rejectUnknownKeys(CodingKeys.self)
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        everySteps = try c.value(.everySteps, or: 1, "an integer")
+        tensorboard = try c.value(.tensorboard, or: true, "true or false")
+    }
+}
