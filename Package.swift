@@ -20,19 +20,21 @@ let package = Package(
         .package(url: "https://github.com/jpsim/Yams", from: "6.2.2"),
     ],
     targets: [
-        // MARK: C shims over Debian's system libraries (module map + shim.h each).
+        // MARK: C shims over Debian's system libraries (module map + shim.h each); zlib reads .jsonl.gz.
         .systemLibrary(name: "CBLAS", path: "Sources/CBLAS", pkgConfig: "openblas",
                        providers: [.apt(["libopenblas-dev"])]),
         .systemLibrary(name: "CMPI", path: "Sources/CMPI", pkgConfig: "ompi",
                        providers: [.apt(["libopenmpi-dev"])]),
         .systemLibrary(name: "CHDF5", path: "Sources/CHDF5", pkgConfig: "hdf5",
                        providers: [.apt(["libhdf5-dev"])]),
+        .systemLibrary(name: "CZlib", path: "Sources/CZlib", pkgConfig: "zlib",
+                       providers: [.apt(["zlib1g-dev"])]),
 
         // MARK: Core: flat buffers, kernels, the Llama model, LoRA, AdamW. No MPI, no HDF5.
         .target(name: "DTrainCore", dependencies: ["CBLAS"], swiftSettings: fastMath),
 
         // MARK: Data: tokenizer, formats, chat templates, batching.
-        .target(name: "DTrainData", dependencies: [], swiftSettings: fastMath),
+        .target(name: "DTrainData", dependencies: ["DTrainCore", "CZlib"], swiftSettings: fastMath),
 
         // MARK: IO: GGUF, safetensors, HDF5 checkpoints, exports.
         .target(name: "DTrainIO", dependencies: ["DTrainCore", "DTrainData", "CHDF5"],
@@ -60,6 +62,10 @@ let package = Package(
         .testTarget(name: "DTrainDataTests", dependencies: ["DTrainData", "DTrainTestSupport"],
                     swiftSettings: fastMath),
         .testTarget(name: "DTrainIOTests", dependencies: ["DTrainIO", "DTrainCore", "DTrainData", "DTrainTestSupport"],
+                    swiftSettings: fastMath),
+        // The trainer tests launch the dtrain executable under mpirun, so they depend on it.
+        .testTarget(name: "DTrainTrainerTests",
+                    dependencies: ["DTrainTrainer", "DTrainCore", "DTrainData", "DTrainIO", "DTrainTestSupport", "dtrain"],
                     swiftSettings: fastMath),
     ],
     swiftLanguageModes: [.v5]

@@ -8,4 +8,5 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 # Open MPI refuses to run as root unless told; CI runs as root.
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
-exec swift test -c release "$@"
+# -enable-testing lets @testable imports work in the optimised build.
+exec swift test -c release -Xswiftc -enable-testing "$@"

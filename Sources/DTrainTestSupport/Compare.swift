@@ -75,5 +75,6 @@ public enum Fixtures {
 
 public struct FixtureError: Error, CustomStringConvertible {
     public let message: String
+    public init(message: String) { self.message = message }
     public var description: String { message }
 }

@@ -169,12 +169,13 @@ import Testing
         let w = randomFloats(n, seed: 29)
         let out = Buf(zeros: n)
         let key = CounterRandom.key(7, 3)
+        let rowKeys: [UInt64] = [11, 12, 13, 14]
         let loss = { () -> Double in
-            Dropout.forward(out.p, x.p, n, p: 0.25, key: key)
+            Dropout.forward(out.p, x.p, rowKeys, 4, n / 4, p: 0.25, key: key)
             return weightedSum(out.p, w)
         }
         let dx = Buf(zeros: n)
-        Dropout.backward(dx.p, w, n, p: 0.25, key: key)
+        Dropout.backward(dx.p, w, rowKeys, 4, n / 4, p: 0.25, key: key)
         expectGradient(dx.array, numericGradient(x.p, n, eps: 1e-3, loss), "dropout dx")
         _ = loss()
         let dropped = out.array.filter { $0 == 0 }.count

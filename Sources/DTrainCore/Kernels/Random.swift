@@ -22,19 +22,29 @@ public enum CounterRandom {
     }
 }
 
-/// Inverted dropout whose mask is regenerated from a counter key instead of being stored.
+/// Inverted dropout whose mask is regenerated from counter keys instead of being stored.
+///
+/// Element (n, c) of an (N, C) input is kept when uniform(key ^ rowKeys[n], c) >= p. Row keys
+/// come from the token's example and position (`TokenBatch.tokenKeys`), so a token gets the same
+/// mask however examples are packed, batched or spread over ranks.
 public enum Dropout {
-    /// out (count) = inp · keep / (1 - p), keep drawn from (key, index).
+    /// out (N, C) = inp · keep / (1 - p); rowKeys (N).
     public static func forward(_ out: UnsafeMutablePointer<Float>, _ inp: UnsafePointer<Float>,
-                               _ count: Int, p: Float, key: UInt64) {
+                               _ rowKeys: UnsafePointer<UInt64>, _ N: Int, _ C: Int, p: Float, key: UInt64) {
         let s = 1 / (1 - p)
-        for i in 0..<count { out[i] = CounterRandom.uniform(key, i) < p ? 0 : inp[i] * s }
+        for n in 0..<N {
+            let k = key ^ rowKeys[n], o = out + n * C, x = inp + n * C
+            for c in 0..<C { o[c] = CounterRandom.uniform(k, c) < p ? 0 : x[c] * s }
+        }
     }
 
-    /// dinp (count) += dout masked and scaled exactly as forward did.
+    /// dinp (N, C) += dout masked and scaled exactly as forward did.
     public static func backward(_ dinp: UnsafeMutablePointer<Float>, _ dout: UnsafePointer<Float>,
-                                _ count: Int, p: Float, key: UInt64) {
+                                _ rowKeys: UnsafePointer<UInt64>, _ N: Int, _ C: Int, p: Float, key: UInt64) {
         let s = 1 / (1 - p)
-        for i in 0..<count where CounterRandom.uniform(key, i) >= p { dinp[i] += dout[i] * s }
+        for n in 0..<N {
+            let k = key ^ rowKeys[n], d = dinp + n * C, g = dout + n * C
+            for c in 0..<C where CounterRandom.uniform(k, c) >= p { d[c] += g[c] * s }
+        }
     }
 }

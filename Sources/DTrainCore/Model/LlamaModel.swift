@@ -44,6 +44,7 @@ public final class LlamaModel {
     private var acts: FloatBuffer?
     private var o = ActivationOffsets()
     private var ints: UnsafeMutablePointer<Int32>?
+    private var tokenKeys: UnsafeMutablePointer<UInt64>?  // (B·T) dropout row keys
     private var ropeCos: [Float] = []
     private var ropeSin: [Float] = []
     private var hasSegments = false
@@ -61,7 +62,7 @@ public final class LlamaModel {
         self.params = params
     }
 
-    deinit { ints?.deallocate() }
+    deinit { ints?.deallocate(); tokenKeys?.deallocate() }
 
     /// Allocates what training with `method` needs: full gradients, or adapters seeded by `seed`.
     public func enableTraining(_ method: TrainingMethod, seed: UInt64) {
@@ -152,6 +153,9 @@ public final class LlamaModel {
         ints?.deallocate()
         ints = .allocate(capacity: 5 * B * T)
         ints!.initialize(repeating: 0, count: 5 * B * T)
+        tokenKeys?.deallocate()
+        tokenKeys = .allocate(capacity: B * T)
+        tokenKeys!.initialize(repeating: 0, count: B * T)
         let maxPos = max(config.maxPositionEmbeddings, T)
         (ropeCos, ropeSin) = RoPE.makeTables(maxPositions: maxPos, headDim: config.headDim, theta: config.ropeTheta)
     }
@@ -247,6 +251,7 @@ public final class LlamaModel {
             }
         }
         hasSegments = batch.segmentStarts != nil
+        for i in 0..<(B * T) { tokenKeys![i] = batch.tokenKeys?[i] ?? CounterRandom.mix(UInt64(i)) }
         var n = 0
         for b in 0..<B {
             for t in 0..<(T - 1) {
@@ -316,7 +321,7 @@ public final class LlamaModel {
         let xa = a + o.loraXA + (slot(l) * LoRATarget.allCases.count + target.index) * N * r
         var xin = inp
         if training && cfg.dropout > 0 {
-            Profiler.measure(.lora) { Dropout.forward(a + o.dropIn, inp, N * IC, p: cfg.dropout, key: dropKey(l, target)) }
+            Profiler.measure(.lora) { Dropout.forward(a + o.dropIn, inp, tokenKeys!, N, IC, p: cfg.dropout, key: dropKey(l, target)) }
             xin = UnsafePointer(a + o.dropIn)
         }
         Profiler.measure(.lora) { LoRA.forward(out, xa, xin, lora.weights.pointer(at: slotAB.a), lora.weights.pointer(at: slotAB.b),
@@ -386,11 +391,11 @@ public final class LlamaModel {
         let dA = lora.grads.pointer(at: slotAB.a), dB = lora.grads.pointer(at: slotAB.b)
         if cfg.dropout > 0 {
             let key = dropKey(l, target)
-            Profiler.measure(.lora) { Dropout.forward(a + o.dropIn, inp, N * IC, p: cfg.dropout, key: key) }
+            Profiler.measure(.lora) { Dropout.forward(a + o.dropIn, inp, tokenKeys!, N, IC, p: cfg.dropout, key: key) }
             let dDrop = a + o.dropGrad
             dDrop.update(repeating: 0, count: N * IC)
             Profiler.measure(.lora) { LoRA.backward(dDrop, dA, dB, a + o.loraDXA, dout, a + o.dropIn, xa, A, Bw, N, IC, OC, r, scale: cfg.scale) }
-            Profiler.measure(.lora) { Dropout.backward(dinp, dDrop, N * IC, p: cfg.dropout, key: key) }
+            Profiler.measure(.lora) { Dropout.backward(dinp, dDrop, tokenKeys!, N, IC, p: cfg.dropout, key: key) }
         } else {
             Profiler.measure(.lora) { LoRA.backward(dinp, dA, dB, a + o.loraDXA, dout, inp, xa, A, Bw, N, IC, OC, r, scale: cfg.scale) }
         }

@@ -13,17 +13,20 @@ public struct TokenBatch: Sendable {
     public var positions: [Int32]?
     /// (B, T) row-local index where each token's example begins (packing); nil means 0.
     public var segmentStarts: [Int32]?
+    /// (B, T) a key per token for LoRA dropout, from its example and position; nil means the
+    /// token's index in the batch.
+    public var tokenKeys: [UInt64]?
 
     /// The label value that carries no loss.
     public static let ignoreIndex: Int32 = -100
 
     public init(batchSize: Int, seqLen: Int, tokens: [Int32], labels: [Int32],
-                positions: [Int32]? = nil, segmentStarts: [Int32]? = nil) {
+                positions: [Int32]? = nil, segmentStarts: [Int32]? = nil, tokenKeys: [UInt64]? = nil) {
         precondition(tokens.count == batchSize * seqLen && labels.count == tokens.count,
                      "TokenBatch: tokens and labels must hold B*T = \(batchSize * seqLen) values")
         self.batchSize = batchSize; self.seqLen = seqLen
         self.tokens = tokens; self.labels = labels
-        self.positions = positions; self.segmentStarts = segmentStarts
+        self.positions = positions; self.segmentStarts = segmentStarts; self.tokenKeys = tokenKeys
     }
 }
 

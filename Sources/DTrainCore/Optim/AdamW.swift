@@ -15,10 +15,11 @@ public struct AdamWHyper: Sendable, Equatable, Codable {
 public enum AdamW {
     /// One update of `count` parameters at step `t` (1-based): params, m, v updated in place
     /// from grads. Matches torch.optim.AdamW: p ← p(1 - lr·wd); m, v moving averages;
-    /// p ← p - lr/(1-β1ᵗ) · m / (√v/√(1-β2ᵗ) + eps).
+    /// p ← p - lr/(1-β1ᵗ) · m / (√v/√(1-β2ᵗ) + eps). Gradients are multiplied by `gradScale`
+    /// first (global-norm clipping).
     public static func step(_ params: UnsafeMutablePointer<Float>, _ m: UnsafeMutablePointer<Float>,
                             _ v: UnsafeMutablePointer<Float>, _ grads: UnsafePointer<Float>,
-                            _ count: Int, lr: Float, hyper: AdamWHyper, t: Int) {
+                            _ count: Int, lr: Float, hyper: AdamWHyper, t: Int, gradScale: Float = 1) {
         let b1 = hyper.beta1, b2 = hyper.beta2, eps = hyper.eps
         let bc1 = 1 - Float(pow(Double(b1), Double(t)))
         let bc2Sqrt = Float((1 - pow(Double(b2), Double(t))).squareRoot())
@@ -26,7 +27,7 @@ public enum AdamW {
         let decay = 1 - lr * hyper.weightDecay
         Parallel.forChunks(count, minPerThread: 1 << 16) { r in
             for i in r {
-                let g = grads[i]
+                let g = grads[i] * gradScale
                 let mi = b1 * m[i] + (1 - b1) * g
                 let vi = b2 * v[i] + (1 - b2) * g * g
                 m[i] = mi

@@ -13,9 +13,34 @@ public final class AdamWState {
     }
 
     /// Applies one update to `params` from `grads` with learning rate `lr`.
-    public func update(params: FloatBuffer, grads: FloatBuffer, lr: Float, hyper: AdamWHyper) {
+    public func update(params: FloatBuffer, grads: FloatBuffer, lr: Float, hyper: AdamWHyper, gradScale: Float = 1) {
         precondition(params.count == m.count && grads.count == m.count, "AdamWState: buffer sizes differ")
         step += 1
-        AdamW.step(params.base, m.base, v.base, grads.base, m.count, lr: lr, hyper: hyper, t: step)
+        AdamW.step(params.base, m.base, v.base, grads.base, m.count, lr: lr, hyper: hyper, t: step, gradScale: gradScale)
+    }
+
+    /// √(Σ g²) over a gradient buffer, accumulated in float64.
+    public static func norm(_ grads: FloatBuffer) -> Double {
+        let chunks = max(1, Parallel.threads)
+        var partial = [Double](repeating: 0, count: chunks)
+        let per = (grads.count + chunks - 1) / chunks
+        partial.withUnsafeMutableBufferPointer { out in
+            let outBase = out.baseAddress!
+            Parallel.forChunks(chunks, minPerThread: 1) { r in
+                for c in r {
+                    let lo = c * per, hi = min(grads.count, lo + per)
+                    var s = 0.0
+                    var i = lo
+                    while i < hi {
+                        var block: Float = 0 // short float blocks, summed in double
+                        let end = min(hi, i + 256)
+                        while i < end { block += grads.base[i] * grads.base[i]; i += 1 }
+                        s += Double(block)
+                    }
+                    outBase[c] = s
+                }
+            }
+        }
+        return partial.reduce(0, +).squareRoot()
     }
 }

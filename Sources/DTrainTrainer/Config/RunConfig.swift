@@ -109,6 +109,21 @@ public struct RunConfig: Codable, Equatable {
         if let t = threads, t < 1 { throw bad("threads", "must be at least 1") }
     }
 
+    /// Checks that every file the run reads exists (the model, the data files).
+    public func checkFiles() throws {
+        guard FileManager.default.fileExists(atPath: model) else {
+            throw ConfigError.invalid(key: "model", message: "\(model): no such file or directory. HINT: bash launch/fetch-model.sh prints the demo model's path")
+        }
+        for (key, paths) in [("data.train", data.train), ("data.validation", data.validation ?? [])] {
+            for path in paths where !FileManager.default.fileExists(atPath: path) {
+                throw ConfigError.invalid(key: key, message: "\(path): no such file")
+            }
+        }
+        if let t = data.chatTemplate, !FileManager.default.fileExists(atPath: t) {
+            throw ConfigError.invalid(key: "data.chat_template", message: "\(t): no such file")
+        }
+    }
+
     private func divisors(_ n: Int) -> [Int] { (1...max(n, 1)).filter { n % $0 == 0 } }
 }
 

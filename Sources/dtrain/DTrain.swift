@@ -1,5 +1,6 @@
 import ArgumentParser
 import DTrainCore
+import DTrainDistributed
 import DTrainTrainer
 import Foundation
 
@@ -29,7 +30,7 @@ struct DTrain: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "dtrain",
         abstract: "Fine-tune Llama-family language models on CPU clusters.",
-        subcommands: [Tokenize.self, Eval.self, Bench.self])
+        subcommands: [Train.self, DataCommand.self, Tokenize.self, Eval.self, Bench.self])
 }
 
 struct Tokenize: ParsableCommand {
@@ -89,6 +90,35 @@ struct Bench: ParsableCommand {
                                                  warmup: warmup, recompute: recompute, progress: { printError($0) })
                 BenchCommand.report(r, json: json)
             }
+        }
+    }
+}
+
+struct Train: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Fine-tune a model as a YAML run config says; run under mpirun/srun for data parallelism.",
+        discussion: "Exit status: 0 done, 1 failed during training, 2 bad config or input (nothing trained).")
+    @Option(help: "The run config (YAML); see cluster-configs/.") var config: String
+    @Option(name: .customLong("set"), help: "Override a config key: --set optim.lr=1e-4 (repeatable).") var overrides: [String] = []
+
+    func run() throws {
+        let comm = World.make()
+        let runConfig: RunConfig
+        do {
+            runConfig = try RunConfig.load(path: config, overrides: overrides)
+            try runConfig.validate(worldSize: comm.worldSize)
+            try runConfig.checkFiles()
+        } catch {
+            // Every rank reads the same config and fails the same way; rank 0 speaks for all.
+            if comm.rank == 0 { printError("error: \(error)") }
+            throw ExitCode(2)
+        }
+        do {
+            _ = try Trainer(config: runConfig, comm: comm).run()
+        } catch {
+            if comm.worldSize > 1 { comm.abort(code: 1, message: "\(error)") }
+            printError("error: \(error)")
+            throw ExitCode(1)
         }
     }
 }

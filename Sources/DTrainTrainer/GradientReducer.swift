@@ -1,0 +1,103 @@
+import DTrainCore
+import DTrainDistributed
+import Foundation
+
+/// Sums the trainable gradients over all ranks, bucket by bucket, starting each bucket's
+/// non-blocking all-reduce as soon as backward has finished the layers it covers, so that
+/// communication overlaps the backward of earlier layers.
+///
+/// Buckets are formed from the last layer down (the order backward finishes them) until each
+/// holds at least `bucketFloats`; what no layer owns (embedding, final norm, LM head) forms the
+/// last buckets. Every rank starts the same buckets in the same order, as MPI requires. The
+/// reduction is out of place, into `reduced`, which the optimizer then reads.
+public final class GradientReducer {
+    public struct Bucket { let range: Range<Int>; let lastLayer: Int? }
+
+    public let comm: Communicator
+    public let grads: FloatBuffer
+    /// The summed gradients (same layout as `grads`).
+    public let reduced: FloatBuffer
+    public let buckets: [Bucket]
+    private var handles: [ReduceHandle?]
+    private var started = 0
+    /// Seconds spent waiting for reductions after backward had finished (communication not hidden).
+    public private(set) var exposedSeconds = 0.0
+    /// Bytes of gradient each rank contributes per step.
+    public var payloadBytes: Int { grads.count * MemoryLayout<Float>.stride }
+
+    /// `layerRanges[l]` is the span of layer l's gradients inside `grads`.
+    public init(comm: Communicator, grads: FloatBuffer, layerRanges: [Range<Int>], bucketFloats: Int = 1 << 22) {
+        self.comm = comm
+        self.grads = grads
+        reduced = FloatBuffer(count: grads.count)
+        var buckets: [Bucket] = []
+        var pending: Range<Int>? = nil
+        for l in stride(from: layerRanges.count - 1, through: 0, by: -1) {
+            let r = layerRanges[l]
+            pending = pending.map { min($0.lowerBound, r.lowerBound)..<max($0.upperBound, r.upperBound) } ?? r
+            if pending!.count >= bucketFloats || l == 0 {
+                buckets.append(Bucket(range: pending!, lastLayer: l))
+                pending = nil
+            }
+        }
+        // Everything outside the layers, in up to two pieces.
+        let covered = layerRanges.isEmpty ? 0..<0 : layerRanges.map(\.lowerBound).min()!..<layerRanges.map(\.upperBound).max()!
+        if covered.upperBound < grads.count { buckets.append(Bucket(range: covered.upperBound..<grads.count, lastLayer: nil)) }
+        if covered.lowerBound > 0 { buckets.append(Bucket(range: 0..<covered.lowerBound, lastLayer: nil)) }
+        self.buckets = buckets
+        handles = Array(repeating: nil, count: buckets.count)
+    }
+
+    /// Call before the last micro-batch's backward of a step.
+    public func beginStep() {
+        started = 0
+        handles = Array(repeating: nil, count: buckets.count)
+    }
+
+    /// Backward has finished layer l: start every bucket that is now complete, nudge the others.
+    public func layerDone(_ l: Int) {
+        while started < buckets.count, let last = buckets[started].lastLayer, last >= l {
+            start(started)
+        }
+        for h in handles where h != nil { comm.test(h!) }
+    }
+
+    /// Starts what is left, waits for everything; `reduced` then holds the sums.
+    public func finish() {
+        let t0 = now()
+        while started < buckets.count { start(started) }
+        for h in handles { if let h { comm.wait(h) } }
+        exposedSeconds += now() - t0
+    }
+
+    private func start(_ i: Int) {
+        let r = buckets[i].range
+        handles[i] = comm.startAllReduceSum(send: grads.pointer(at: r.lowerBound), recv: reduced.pointer(at: r.lowerBound), count: r.count)
+        started = i + 1
+    }
+
+    /// The span of each layer's trainable gradients for a model's method.
+    public static func layerRanges(model: LlamaModel) -> [Range<Int>] {
+        let L = model.config.numLayers
+        if let lora = model.lora {
+            var starts = [Int](repeating: -1, count: L), ends = [Int](repeating: -1, count: L)
+            for spec in lora.specs {
+                guard let l = layerIndex(spec.name) else { continue }
+                starts[l] = starts[l] < 0 ? spec.offset : min(starts[l], spec.offset)
+                ends[l] = max(ends[l], spec.offset + spec.count)
+            }
+            return (0..<L).map { starts[$0] < 0 ? 0..<0 : starts[$0]..<ends[$0] }
+        }
+        let layout = model.layout
+        return (0..<L).map { l in
+            let lo = layout.layers[l].inputNorm
+            let hi = l + 1 < L ? layout.layers[l + 1].inputNorm : layout.finalNorm
+            return lo..<hi
+        }
+    }
+
+    static func layerIndex(_ name: String) -> Int? {
+        guard name.hasPrefix("model.layers.") else { return nil }
+        return Int(name.dropFirst("model.layers.".count).prefix { $0.isNumber })
+    }
+}
