@@ -109,6 +109,7 @@ public final class Trainer {
             say(String(format: "validation at step 0: loss %.4f | ppl %.3f", v, exp(v)))
         }
 
+        let fault = FaultInjection.fromEnvironment()
         let trainStart = now()
         var timedSeconds = 0.0
         var step = 0
@@ -123,7 +124,7 @@ public final class Trainer {
                 order = plan.order(epoch: epoch)
                 bounds = plan.stepBoundaries(order: order)
             }
-            if let fault = FaultInjection.fromEnvironment(), fault.rank == comm.rank, fault.step == step + 1 {
+            if let fault, fault.rank == comm.rank, fault.step == step + 1 {
                 throw FaultInjection.Failure(rank: comm.rank, step: step + 1)
             }
             let stepStart = now()

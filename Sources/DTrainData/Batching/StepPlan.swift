@@ -28,8 +28,7 @@ public struct StepPlan: Sendable {
     public let seed: UInt64
     public let worldSize: Int
     public let micro: Int
-    /// Start offsets into the epoch's order of each step, plus the end; identical every epoch
-    /// for a fixed budget, recomputed per epoch for a token budget.
+    /// The global batch: a number of examples, or a token budget (one of the two is set).
     private let globalExamples: Int?
     private let globalTokens: Int?
     private let lengths: [Int]
