@@ -8,21 +8,7 @@ import DTrainTestSupport
 import Foundation
 import Testing
 
-private struct TemplateCase: Decodable {
-    struct Message: Decodable {
-        let role: String
-        let content: String
-    }
-    let model: String
-    let `case`: String
-    let template: String
-    let bos_token: String?
-    let eos_token: String?
-    let messages: [Message]
-    let add_generation_prompt: Bool
-    let expected: String?
-    let error: String?
-}
+/// The reference records are decoded as `ChatTemplateCase` (ChatTemplateTests.swift).
 
 /// What closes an assistant turn, per model; and whether the template trims content.
 private let endOfTurn: [String: (closing: String, trims: Bool)] = [
@@ -44,9 +30,9 @@ private func pythonStrip(_ s: String) -> String {
     return String(view)
 }
 
-private func loadCases() throws -> [TemplateCase] {
+private func loadCases() throws -> [ChatTemplateCase] {
     let url = Fixtures.referenceDir.appendingPathComponent("chat-templates/cases.json")
-    return try JSONDecoder().decode([TemplateCase].self, from: Data(contentsOf: url))
+    return try JSONDecoder().decode([ChatTemplateCase].self, from: Data(contentsOf: url))
 }
 
 @Suite struct FormatAssistantSpanTests {
@@ -58,7 +44,7 @@ private func loadCases() throws -> [TemplateCase] {
         for c in cases where c.messages.allSatisfy({ ChatTurn.roles.contains($0.role) }) {
             let label = "\(c.model) \(c.case)"
             let context = try ChatTemplateContext(source: c.template, bosToken: c.bos_token, eosToken: c.eos_token, origin: c.model)
-            let turns = c.messages.map { ChatTurn(role: $0.role, content: $0.content) }
+            let turns = c.messages.map { ChatTurn(role: $0.role, content: $0.content ?? "") }
             guard let expected = c.expected else {
                 // The template's own raise_exception reaches the record as its message.
                 #expect(throws: RecordProblem.templateRejected(message: c.error ?? "")) {
@@ -96,7 +82,7 @@ private func loadCases() throws -> [TemplateCase] {
         for c in cases {
             let context = try ChatTemplateContext(source: c.template, bosToken: c.bos_token, eosToken: c.eos_token, origin: c.model)
             let encoder = ExampleEncoder(tokenizer: smol.tokenizer, template: context)
-            let example = try encoder.encode(.chat(c.messages.map { ChatTurn(role: $0.role, content: $0.content) }))
+            let example = try encoder.encode(.chat(c.messages.map { ChatTurn(role: $0.role, content: $0.content ?? "") }))
             let shown = LossMaskDisplay.render(example, tokenizer: smol.tokenizer, style: .brackets)
             let closing = endOfTurn[c.model]!.closing
             // Both answers, each with its end-of-turn text, are the trained runs. A run may reach one
