@@ -20,13 +20,16 @@ let package = Package(
         .package(url: "https://github.com/jpsim/Yams", from: "6.2.2"),
     ],
     targets: [
-        // MARK: C shims over Debian's system libraries (module map + shim.h each); zlib reads .jsonl.gz.
+        // MARK: C shims over Debian's system libraries (module map + shim.h each); zlib reads .jsonl.gz;
+        // libcrypto gives hardware SHA-256 for checkpoint checksums.
         .systemLibrary(name: "CBLAS", path: "Sources/CBLAS", pkgConfig: "openblas",
                        providers: [.apt(["libopenblas-dev"])]),
         .systemLibrary(name: "CMPI", path: "Sources/CMPI", pkgConfig: "ompi",
                        providers: [.apt(["libopenmpi-dev"])]),
         .systemLibrary(name: "CHDF5", path: "Sources/CHDF5", pkgConfig: "hdf5",
                        providers: [.apt(["libhdf5-dev"])]),
+        .systemLibrary(name: "CCrypto", path: "Sources/CCrypto", pkgConfig: "libcrypto",
+                       providers: [.apt(["libssl-dev"])]),
         .systemLibrary(name: "CZlib", path: "Sources/CZlib", pkgConfig: "zlib",
                        providers: [.apt(["zlib1g-dev"])]),
 
@@ -37,7 +40,7 @@ let package = Package(
         .target(name: "DTrainData", dependencies: ["DTrainCore", "CZlib"], swiftSettings: fastMath),
 
         // MARK: IO: GGUF, safetensors, HDF5 checkpoints, exports.
-        .target(name: "DTrainIO", dependencies: ["DTrainCore", "DTrainData", "CHDF5"],
+        .target(name: "DTrainIO", dependencies: ["DTrainCore", "DTrainData", "CHDF5", "CCrypto"],
                 swiftSettings: fastMath),
 
         // MARK: Distributed: the Communicator protocol, MPI and single-process worlds.

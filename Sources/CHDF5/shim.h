@@ -15,3 +15,11 @@ static inline hid_t dtrain_h5p_dataset_create(void) { return H5P_DATASET_CREATE;
 static inline unsigned dtrain_h5f_acc_trunc(void) { return H5F_ACC_TRUNC; }
 static inline unsigned dtrain_h5f_acc_rdonly(void) { return H5F_ACC_RDONLY; }
 static inline unsigned dtrain_h5f_acc_excl(void) { return H5F_ACC_EXCL; }
+static inline hid_t dtrain_h5e_default(void) { return H5E_DEFAULT; }
+static inline hid_t dtrain_h5t_ieee_f32le(void) { return H5T_IEEE_F32LE; }
+static inline hid_t dtrain_h5t_std_i64le(void) { return H5T_STD_I64LE; }
+static inline hid_t dtrain_h5t_ieee_f64le(void) { return H5T_IEEE_F64LE; }
+static inline hid_t dtrain_h5p_group_create(void) { return H5P_GROUP_CREATE; }
+static inline size_t dtrain_h5t_variable(void) { return H5T_VARIABLE; }
+/// Silences HDF5's own error-stack printing; dtrain reports errors itself, naming the file.
+static inline void dtrain_h5_silence_errors(void) { H5Eset_auto2(H5E_DEFAULT, NULL, NULL); }

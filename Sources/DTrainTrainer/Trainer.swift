@@ -15,6 +15,10 @@ public struct TrainSummary {
     public var bestValLoss: Double?
     public var bestStep: Int?
     public var stoppedEarly = false
+    /// The signal that stopped the run at a step boundary (after a checkpoint), if any.
+    public var stoppedBySignal: Int32?
+    /// The newest checkpoint written, if any.
+    public var checkpoint: String?
     public var outputDir = ""
     /// Bitwise hash of the trainable parameters at the end (identical on every rank).
     public var paramHash: UInt64 = 0
@@ -26,15 +30,18 @@ public struct TrainSummary {
 public final class Trainer {
     public let config: RunConfig
     public let comm: Communicator
+    /// Where to resume from, if anywhere.
+    public let resume: ResumeSource?
     private var isRoot: Bool { comm.rank == 0 }
     /// Redraws one line on a terminal; under an MPI launcher (whose pty is not the user's
     /// terminal) prints plain lines.
     private let console = World.launchedByMPI
         ? ConsoleReporter(isTerminal: false) { fputs($0, stdout); fflush(stdout) } : ConsoleReporter()
 
-    public init(config: RunConfig, comm: Communicator) {
+    public init(config: RunConfig, comm: Communicator, resume: ResumeSource? = nil) {
         self.config = config
         self.comm = comm
+        self.resume = resume
     }
 
     /// Threads per rank: the config's, or the cores of this node shared among its ranks.
@@ -45,7 +52,7 @@ public final class Trainer {
         return max(1, ComputeThreads.available / max(local, 1))
     }
 
-    private func say(_ text: String) { if isRoot { console.message(text) } }
+    func say(_ text: String) { if isRoot { console.message(text) } }
 
     /// Runs training to the end (or early stop) and returns the summary on every rank.
     public func run() throws -> TrainSummary {
@@ -71,7 +78,8 @@ public final class Trainer {
         model.enableTraining(cfg.method == .full ? .full : .lora(cfg.lora.coreConfig), seed: cfg.seed)
         model.prepare(batchSize: cfg.batch.micro, seqLen: cfg.data.maxSeqLen, recompute: cfg.recompute)
         let trainable = model.trainable!
-        try agreeOnWeights(model)
+        let baseHash = Self.hash(model.params)
+        try agreeOnWeights(model, baseHash: baseHash)
         say(String(format: "loaded %@ (%d layers, %.1fM parameters, %.1fM trainable) and %d train / %d validation examples in %.1f s",
                    cfg.model, loaded.config.numLayers, Double(model.layout.count) / 1e6, Double(trainable.weights.count) / 1e6,
                    data.train.count, data.validation.count, now() - t0))
@@ -87,62 +95,96 @@ public final class Trainer {
         let reducer = comm.worldSize > 1
             ? GradientReducer(comm: comm, grads: trainable.grads, layerRanges: GradientReducer.layerRanges(model: model)) : nil
         let optimizer = AdamWState(count: trainable.weights.count)
+
+        // Where training stands; restored from a checkpoint when resuming.
+        var progress = TrainingProgress()
+        progress.seed = cfg.seed
+        progress.dataFingerprint = Self.fingerprint(data.train)
+        progress.initialValLoss = .nan
+        let checkpoints = CheckpointState(directory: CheckpointDirectory(outputDir: cfg.outputDir), modelHash: baseHash,
+                                          threads: threads)
+        let resumed = try resume.map { try restore(from: $0, into: &progress, model: model, optimizer: optimizer, checkpoints: checkpoints) } ?? false
         say("training: \(totalSteps) steps (\(stepsPerEpoch) per epoch), \(cfg.batch.globalExamples.map { "\($0) examples" } ?? "\(cfg.batch.globalTokens!) tokens") per step, micro-batch \(cfg.batch.micro) per rank")
 
         var tensorBoard: TensorBoardWriter? = nil
         var metrics: MetricsLog? = nil
         if isRoot {
             if cfg.logging.tensorboard { tensorBoard = try TensorBoardWriter(directory: outDir) }
-            metrics = try MetricsLog(directory: outDir, mode: .fresh, tensorBoard: tensorBoard)
+            metrics = try MetricsLog(directory: outDir, mode: resumed ? .append(resumeStep: progress.step) : .fresh, tensorBoard: tensorBoard)
         }
 
         var summary = TrainSummary(totalSteps: totalSteps, outputDir: cfg.outputDir)
-        var bestMetric = Double.infinity
-        var sinceImprovement = 0
+        summary.tokens = progress.tokensSeen
+        if progress.initialValLoss.isFinite { summary.initialValLoss = progress.initialValLoss }
+        if progress.bestStep >= 0 { summary.bestValLoss = progress.bestMetric; summary.bestStep = progress.bestStep }
 
         // Validation before training: the "before" figure.
-        if !data.validation.isEmpty && cfg.eval.atStart {
+        if !resumed && !data.validation.isEmpty && cfg.eval.atStart {
             let v = validate(model, data.validation, builder)
             summary.initialValLoss = v
-            bestMetric = v
+            progress.initialValLoss = v
+            progress.bestMetric = v
             metrics?.validation(step: 0, valLoss: v, valPerplexity: exp(v))
             say(String(format: "validation at step 0: loss %.4f | ppl %.3f", v, exp(v)))
         }
 
+        StopRequest.install()
         let fault = FaultInjection.fromEnvironment()
-        let trainStart = now()
-        var timedSeconds = 0.0
-        var step = 0
-        var epoch = 0
-        var order = plan.order(epoch: 0)
+        let sessionStart = now()
+        let elapsedBefore = progress.elapsedSeconds
+        var timedSeconds = 0.0, sessionSteps = 0
+        var order = plan.order(epoch: progress.epoch)
         var bounds = plan.stepBoundaries(order: order)
-        var stepInEpoch = 0
-        while step < totalSteps {
-            if stepInEpoch == bounds.count - 1 {
-                epoch += 1
-                stepInEpoch = 0
-                order = plan.order(epoch: epoch)
+        // Saves the state after `progress.step` steps (rank 0 writes; the others wait for it).
+        func saveCheckpoint() throws {
+            progress.optimizerStep = optimizer.step
+            progress.tokensSeen = summary.tokens
+            progress.totalSteps = totalSteps
+            progress.elapsedSeconds = elapsedBefore + now() - sessionStart
+            let hook = fault?.checkpointHook(rank: comm.rank, step: progress.step)
+            summary.checkpoint = try checkpoints.write(progress: progress, trainer: self, model: model, optimizer: optimizer, hook: hook)
+            comm.barrier()
+        }
+
+        while progress.step < totalSteps {
+            if progress.stepInEpoch == bounds.count - 1 {
+                progress.epoch += 1
+                progress.stepInEpoch = 0
+                order = plan.order(epoch: progress.epoch)
                 bounds = plan.stepBoundaries(order: order)
             }
-            if let fault, fault.rank == comm.rank, fault.step == step + 1 {
-                throw FaultInjection.Failure(rank: comm.rank, step: step + 1)
-            }
-            let stepStart = now()
-            let micro = plan.microBatches(order: order, bounds: bounds, step: stepInEpoch, rank: comm.rank)
-            // The loss is the mean over every labelled token of the global batch: agree on that count first.
-            var counts = [Double(micro.joined().reduce(0) { $0 + data.train[$1].labelledCount })]
+            let step = progress.step
+            let micro = plan.microBatches(order: order, bounds: bounds, step: progress.stepInEpoch, rank: comm.rank)
+            // Step boundary. One all-reduce carries the step's labelled-token count (the loss is the
+            // mean over every labelled token of the global batch), any rank's stop request, and
+            // rank 0's verdict on a time-based checkpoint, so that all ranks act alike.
+            let timeDue = isRoot && checkpoints.dueByTime(everyMinutes: cfg.checkpoint.everyMinutes)
+            var counts = [Double(micro.joined().reduce(0) { $0 + data.train[$1].labelledCount }),
+                          Double(StopRequest.pending), timeDue ? 1 : 0]
             comm.allReduceSum(&counts)
+            if counts[1] > 0 {
+                var signal = [Double(StopRequest.pending)]
+                comm.allReduceMax(&signal)
+                summary.stoppedBySignal = Int32(signal[0])
+                if progress.step > checkpoints.lastStep { try saveCheckpoint() }
+                break
+            }
+            if counts[2] > 0 && progress.step > checkpoints.lastStep { try saveCheckpoint() }
+            try fault?.trigger(rank: comm.rank, step: step + 1, microDone: 0)
+
+            let stepStart = now()
             let globalLabelled = max(1, counts[0])
             model.zeroGrads()
             reducer?.beginStep()
             var lossSum = 0.0, localTokens = 0
             for (i, examples) in micro.enumerated() {
                 let batch = builder.batch(for: examples, from: data.train)
-                model.dropoutKey = CounterRandom.key(cfg.seed, 0x44524F50, UInt64(epoch), UInt64(step))
+                model.dropoutKey = CounterRandom.key(cfg.seed, 0x44524F50, UInt64(progress.epoch), UInt64(step))
                 model.layerBackwardDone = (i == micro.count - 1 && reducer != nil) ? { [reducer] l in reducer!.layerDone(l) } : nil
                 let loss = model.trainStep(batch, lossScale: Float(1 / globalLabelled))
                 lossSum += loss.sum
                 localTokens += examples.reduce(0) { $0 + data.train[$1].ids.count }
+                try fault?.trigger(rank: comm.rank, step: step + 1, microDone: i + 1)
             }
             model.layerBackwardDone = nil
             reducer?.finish()
@@ -153,59 +195,74 @@ public final class Trainer {
             let clip: Float = cfg.optim.gradClip > 0 && norm > Double(cfg.optim.gradClip) ? cfg.optim.gradClip / Float(norm) : 1
             let lr = cfg.schedule.lr(step: step + 1, total: totalSteps, peak: cfg.optim.lr)
             optimizer.update(params: trainable.weights, grads: grads, lr: lr, hyper: cfg.optim.hyper, gradScale: clip)
-            step += 1
-            stepInEpoch += 1
+            progress.step += 1
+            progress.stepInEpoch += 1
+            progress.learningRate = Double(lr)
+            progress.valLoss = .nan
+            sessionSteps += 1
             let dt = now() - stepStart
-            if step > 1 || totalSteps == 1 { timedSeconds += dt }
+            // The first step of a session pays for first-touch page faults: leave it out of the ETA.
+            if sessionSteps > 1 || totalSteps == progress.step { timedSeconds += dt }
             summary.tokens += Int(totals[1])
             let loss = totals[0] / globalLabelled
             let tokPerSec = totals[1] / dt
-            metrics?.step(step: step, loss: loss, lr: Double(lr), gradNorm: norm, tokensPerSecond: tokPerSec,
-                          extra: ["tokens": Double(summary.tokens), "elapsed_s": now() - trainStart, "epoch": Double(epoch)])
-            if isRoot && (step % max(1, cfg.logging.everySteps) == 0 || step == totalSteps) {
-                let eta = ProgressLine.estimatedRemaining(stepsLeft: totalSteps - step, stepsTimed: max(step - 1, 1), secondsTimed: step > 1 ? timedSeconds : dt)
-                console.report(ProgressLine(step: step, totalSteps: totalSteps, loss: loss, learningRate: Double(lr), gradNorm: norm,
-                                            stepSeconds: dt, tokensPerSecond: tokPerSec, etaSeconds: eta, elapsedSeconds: now() - trainStart))
+            let elapsed = elapsedBefore + now() - sessionStart
+            metrics?.step(step: progress.step, loss: loss, lr: Double(lr), gradNorm: norm, tokensPerSecond: tokPerSec,
+                          extra: ["tokens": Double(summary.tokens), "elapsed_s": elapsed, "epoch": Double(progress.epoch)])
+            if isRoot && (progress.step % max(1, cfg.logging.everySteps) == 0 || progress.step == totalSteps) {
+                let eta = ProgressLine.estimatedRemaining(stepsLeft: totalSteps - progress.step, stepsTimed: max(sessionSteps - 1, 1),
+                                                          secondsTimed: sessionSteps > 1 ? timedSeconds : dt)
+                console.report(ProgressLine(step: progress.step, totalSteps: totalSteps, loss: loss, learningRate: Double(lr), gradNorm: norm,
+                                            stepSeconds: dt, tokensPerSecond: tokPerSec, etaSeconds: eta, elapsedSeconds: elapsed))
             }
 
             // Validation and the early-stopping decision.
-            let evalDue = cfg.eval.everySteps > 0 && step % cfg.eval.everySteps == 0
-            if !data.validation.isEmpty && (evalDue || step == totalSteps) {
+            var stopEarly = false
+            let evalDue = cfg.eval.everySteps > 0 && progress.step % cfg.eval.everySteps == 0
+            if !data.validation.isEmpty && (evalDue || progress.step == totalSteps) {
                 let v = validate(model, data.validation, builder)
                 summary.finalValLoss = v
-                metrics?.validation(step: step, valLoss: v, valPerplexity: exp(v))
+                progress.valLoss = v
+                metrics?.validation(step: progress.step, valLoss: v, valPerplexity: exp(v))
                 var decision = [0.0, 0.0] // [improved, stop]
                 if isRoot {
                     let metric = cfg.eval.metric == "val_ppl" ? exp(v) : v
-                    let best = cfg.eval.metric == "val_ppl" ? exp(bestMetric) : bestMetric
-                    if metric < best - cfg.eval.minDelta || summary.bestStep == nil && metric <= best {
+                    let best = cfg.eval.metric == "val_ppl" ? exp(progress.bestMetric) : progress.bestMetric
+                    if metric < best - cfg.eval.minDelta || progress.bestStep < 0 && metric <= best {
                         decision[0] = 1
                     }
-                    if decision[0] == 0 { sinceImprovement += 1 } else { sinceImprovement = 0 }
-                    if cfg.eval.patience > 0 && sinceImprovement >= cfg.eval.patience && step < totalSteps { decision[1] = 1 }
+                    if decision[0] == 0 { progress.sinceImprovement += 1 } else { progress.sinceImprovement = 0 }
+                    if cfg.eval.patience > 0 && progress.sinceImprovement >= cfg.eval.patience && progress.step < totalSteps { decision[1] = 1 }
                 }
                 comm.broadcast(&decision, root: 0)
                 if decision[0] == 1 {
-                    bestMetric = v
+                    progress.bestMetric = v
+                    progress.bestStep = progress.step
                     summary.bestValLoss = v
-                    summary.bestStep = step
+                    summary.bestStep = progress.step
                     if isRoot { try saveWeights(model, loaded, to: outDir.appendingPathComponent("best").path) }
                 }
-                let note = decision[0] == 1 ? " (best)" : String(format: " (best %.4f at step %d)", bestMetric, summary.bestStep ?? 0)
-                say(String(format: "validation at step %d: loss %.4f | ppl %.3f", step, v, exp(v)) + note)
+                let note = decision[0] == 1 ? " (best)" : String(format: " (best %.4f at step %d)", progress.bestMetric, max(progress.bestStep, 0))
+                say(String(format: "validation at step %d: loss %.4f | ppl %.3f", progress.step, v, exp(v)) + note)
                 if decision[1] == 1 {
                     summary.stoppedEarly = true
                     say("early stopping: no improvement of more than \(cfg.eval.minDelta) in \(cfg.eval.patience) validations")
-                    break
+                    stopEarly = true
                 }
             }
+            if cfg.checkpoint.everySteps > 0 && progress.step % cfg.checkpoint.everySteps == 0 { try saveCheckpoint() }
+            if stopEarly { break }
         }
-        summary.steps = step
-        summary.seconds = now() - trainStart
+        // The end of the run (or of this session) always has a checkpoint.
+        if progress.step > checkpoints.lastStep && (progress.step > 0 || summary.stoppedBySignal == nil) { try saveCheckpoint() }
+        summary.steps = progress.step
+        summary.seconds = elapsedBefore + now() - sessionStart
         summary.paramHash = Self.hash(trainable.weights)
         if isRoot {
             console.finish()
-            try saveWeights(model, loaded, to: outDir.appendingPathComponent("final").path)
+            if summary.stoppedBySignal == nil {
+                try saveWeights(model, loaded, to: outDir.appendingPathComponent("final").path)
+            }
             metrics?.close()
             tensorBoard?.close()
             printSummary(summary)
@@ -230,8 +287,8 @@ public final class Trainer {
     }
 
     /// Every rank must start from the same weights: compare each rank's hash with rank 0's.
-    func agreeOnWeights(_ model: LlamaModel) throws {
-        var mine = Self.hash(model.params)
+    func agreeOnWeights(_ model: LlamaModel, baseHash: UInt64) throws {
+        var mine = baseHash
         if let lora = model.lora { mine ^= CounterRandom.mix(Self.hash(lora.weights)) }
         var root = [Double(mine >> 32), Double(mine & 0xFFFF_FFFF)]
         comm.broadcast(&root, root: 0)
@@ -261,26 +318,18 @@ public final class Trainer {
 
     func printSummary(_ s: TrainSummary) {
         print("")
+        if let signal = s.stoppedBySignal {
+            print("stopped by \(StopRequest.name(signal)) at step \(s.steps)/\(s.totalSteps); "
+                  + (s.checkpoint.map { "checkpoint \($0)" } ?? "no checkpoint (nothing trained yet)")
+                  + "; continue with --resume auto (exit status \(stoppedForResumeExitCode))")
+            return
+        }
         print("done: \(s.steps)/\(s.totalSteps) steps\(s.stoppedEarly ? " (stopped early)" : ""), \(s.tokens) tokens in \(formatDuration(s.seconds))"
               + String(format: " (%.0f tok/s)", Double(s.tokens) / max(s.seconds, 1e-9)))
         if let a = s.initialValLoss { print(String(format: "validation loss before: %.4f (ppl %.2f)", a, exp(a))) }
         if let b = s.finalValLoss { print(String(format: "validation loss after:  %.4f (ppl %.2f)", b, exp(b))) }
         if let best = s.bestValLoss, let step = s.bestStep { print(String(format: "best validation loss %.4f at step %d", best, step)) }
+        if let c = s.checkpoint { print("checkpoint: \(c)") }
         print("outputs: \(s.outputDir)/final (\(config.method == .lora ? "PEFT adapter" : "safetensors model")), \(s.outputDir)/best, \(s.outputDir)/metrics.jsonl, TensorBoard events in \(s.outputDir)")
-    }
-}
-
-/// A deliberate failure for tests of failure handling: `DTRAIN_FAULT=rank:step` makes that rank
-/// throw at the start of that (1-based) step.
-public struct FaultInjection {
-    public let rank: Int, step: Int
-    public struct Failure: Error, CustomStringConvertible {
-        public let rank: Int, step: Int
-        public var description: String { "injected failure at step \(step) (DTRAIN_FAULT)" }
-    }
-    static func fromEnvironment() -> FaultInjection? {
-        guard let v = ProcessInfo.processInfo.environment["DTRAIN_FAULT"] else { return nil }
-        let parts = v.split(separator: ":").compactMap { Int($0) }
-        return parts.count == 2 ? FaultInjection(rank: parts[0], step: parts[1]) : nil
     }
 }

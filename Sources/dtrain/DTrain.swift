@@ -30,7 +30,7 @@ struct DTrain: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "dtrain",
         abstract: "Fine-tune Llama-family language models on CPU clusters.",
-        subcommands: [Train.self, DataCommand.self, Tokenize.self, Eval.self, Bench.self])
+        subcommands: [Train.self, Inspect.self, DataCommand.self, Tokenize.self, Eval.self, Bench.self])
 }
 
 struct Tokenize: ParsableCommand {
@@ -66,7 +66,23 @@ struct Eval: ParsableCommand {
 }
 
 struct Bench: ParsableCommand {
-    static let configuration = CommandConfiguration(abstract: "Benchmarks.", subcommands: [Step.self])
+    static let configuration = CommandConfiguration(abstract: "Benchmarks.", subcommands: [Step.self, Checkpoint.self])
+
+    struct Checkpoint: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Write and read a checkpoint of a model's full training state (weights + AdamW moments); report GB/s.")
+        @OptionGroup var model: ModelOptions
+        @Option(help: "Directory to write into (the disk being measured).") var dir = "runs/bench-checkpoint"
+        @Option(help: "Write/read rounds.") var repeats = 3
+        @Flag(help: "Print one JSON object on stdout.") var json = false
+
+        func run() throws {
+            try runReportingErrors {
+                let r = try CheckpointBenchmark.measure(modelPath: model.model, directory: dir, repeats: repeats, progress: { printError($0) })
+                CheckpointBenchmark.report(r, json: json)
+            }
+        }
+    }
 
     struct Step: ParsableCommand {
         static let configuration = CommandConfiguration(
@@ -97,8 +113,13 @@ struct Bench: ParsableCommand {
 struct Train: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Fine-tune a model as a YAML run config says; run under mpirun/srun for data parallelism.",
-        discussion: "Exit status: 0 done, 1 failed during training, 2 bad config or input (nothing trained).")
+        discussion: """
+            Exit status: 0 done; 1 failed during training; 2 bad config or input (nothing trained); \
+            75 stopped by SIGUSR1/SIGTERM after writing a checkpoint (run again with --resume auto).
+            """)
     @Option(help: "The run config (YAML); see cluster-configs/.") var config: String
+    @Option(help: "Continue from a checkpoint: `auto` (the newest under <output_dir>/checkpoints that verifies; a fresh start if none) or a .h5 path.")
+    var resume: String?
     @Option(name: .customLong("set"), help: "Override a config key: --set optim.lr=1e-4 (repeatable).") var overrides: [String] = []
 
     func run() throws {
@@ -113,12 +134,29 @@ struct Train: ParsableCommand {
             if comm.rank == 0 { printError("error: \(error)") }
             throw ExitCode(2)
         }
+        let summary: TrainSummary
         do {
-            _ = try Trainer(config: runConfig, comm: comm).run()
+            summary = try Trainer(config: runConfig, comm: comm, resume: resume.map(ResumeSource.init(argument:))).run()
         } catch {
             if comm.worldSize > 1 { comm.abort(code: 1, message: "\(error)") }
             printError("error: \(error)")
             throw ExitCode(1)
+        }
+        // Every rank leaves the same way after the same checkpoint; mpirun passes the status on.
+        if summary.stoppedBySignal != nil { throw ExitCode(stoppedForResumeExitCode) }
+    }
+}
+
+struct Inspect: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Print a checkpoint's manifest, training state and trainable-parameter SHA-256, after verifying its checksums.")
+    @Argument(help: "A checkpoint file (<output_dir>/checkpoints/step-*.h5).") var checkpoint: String
+    @Flag(help: "Print one JSON object on stdout (keys include step, world_size, param_sha256).") var json = false
+    @Flag(help: "Skip reading the tensors against their checksums (only the headers are read).") var noVerify = false
+
+    func run() throws {
+        try runReportingErrors {
+            try InspectCommand.run(path: checkpoint, json: json, verify: !noVerify)
         }
     }
 }

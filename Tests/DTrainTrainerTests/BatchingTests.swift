@@ -27,6 +27,28 @@ import Testing
         #expect(plan.order(epoch: 0) != plan.order(epoch: 1))
     }
 
+    /// A run stopped mid-epoch and resumed, on the same or another number of ranks, from the
+    /// position a checkpoint stores (epoch, steps taken in it), sees every example exactly once.
+    @Test(arguments: [(1, 2), (2, 1), (3, 8), (8, 3), (2, 2)])
+    func everyExampleOnceAcrossAResume(before: Int, after: Int) {
+        let lengths = (0..<101).map { 5 + $0 % 17 }
+        for (stopAt, budget) in [(2, nil), (3, 60)] as [(Int, Int?)] {
+            func plan(_ ranks: Int) -> StepPlan {
+                StepPlan(lengths: lengths, seed: 11, globalExamples: budget == nil ? 24 : nil, globalTokens: budget, worldSize: ranks, micro: 1)
+            }
+            var seen: [Int] = []
+            // The first session: steps 0..<stopAt of epoch 0, then the checkpoint's position is (0, stopAt).
+            let first = plan(before), order = first.order(epoch: 0), bounds = first.stepBoundaries(order: order)
+            for step in 0..<stopAt { for rank in 0..<before { seen += first.microBatches(order: order, bounds: bounds, step: step, rank: rank).joined() } }
+            // The resumed session rebuilds the order from (seed, epoch) and continues at stopAt.
+            let second = plan(after), order2 = second.order(epoch: 0), bounds2 = second.stepBoundaries(order: order2)
+            for step in stopAt..<(bounds2.count - 1) {
+                for rank in 0..<after { seen += second.microBatches(order: order2, bounds: bounds2, step: step, rank: rank).joined() }
+            }
+            #expect(seen.sorted() == Array(0..<101), "\(before) -> \(after) ranks, budget \(budget.map(String.init) ?? "24 examples"): \(seen.count) visits")
+        }
+    }
+
     @Test func tokenBudgetSteps() {
         let lengths = [10, 20, 30, 40, 50]
         let plan = StepPlan(lengths: lengths, seed: 1, globalExamples: nil, globalTokens: 60, worldSize: 2, micro: 1)

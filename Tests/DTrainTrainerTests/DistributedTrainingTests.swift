@@ -3,9 +3,8 @@ import DTrainTestSupport
 import Foundation
 import Testing
 
-/// Runs `dtrain` under `mpirun -n ranks` and returns its exit status and output.
-func runDTrain(ranks: Int, _ args: [String], env extra: [String: String] = [:], timeout: Double = 600) throws
-    -> (status: Int32, out: String, err: String) {
+/// The dtrain executable built alongside the tests.
+func dtrainBinary() throws -> String {
     let testBinary = URL(fileURLWithPath: CommandLine.arguments[0]).resolvingSymlinksInPath()
     var dir = testBinary.deletingLastPathComponent()
     if !FileManager.default.fileExists(atPath: dir.appendingPathComponent("dtrain").path) {
@@ -13,6 +12,15 @@ func runDTrain(ranks: Int, _ args: [String], env extra: [String: String] = [:], 
     }
     let dtrain = dir.appendingPathComponent("dtrain").path
     guard FileManager.default.isExecutableFile(atPath: dtrain) else { throw FixtureError(message: "no dtrain binary at \(dtrain)") }
+    return dtrain
+}
+
+/// Runs `dtrain` under `mpirun -n ranks` and returns its exit status and output.
+/// `whileRunning` is called with mpirun's pid every 50 ms until the job ends.
+func runDTrain(ranks: Int, _ args: [String], env extra: [String: String] = [:], timeout: Double = 600,
+               whileRunning: ((Int32) -> Void)? = nil) throws
+    -> (status: Int32, out: String, err: String) {
+    let dtrain = try dtrainBinary()
     let p = Process()
     p.executableURL = URL(fileURLWithPath: "/usr/bin/env")
     p.arguments = ["mpirun", "-n", "\(ranks)", "--oversubscribe", "--bind-to", "none", dtrain] + args
@@ -24,13 +32,22 @@ func runDTrain(ranks: Int, _ args: [String], env extra: [String: String] = [:], 
     let outPipe = Pipe(), errPipe = Pipe()
     p.standardOutput = outPipe
     p.standardError = errPipe
+    // posix_spawn passes the calling thread's signal mask on, and test-runner threads may block
+    // SIGUSR1/SIGTERM; mpirun must receive them as it would from a shell.
+    var unblock = sigset_t()
+    sigemptyset(&unblock)
+    for s in [SIGUSR1, SIGTERM] { sigaddset(&unblock, s) }
+    pthread_sigmask(SIG_UNBLOCK, &unblock, nil)
     try p.run()
     let deadline = Date().addingTimeInterval(timeout)
     var out = Data(), err = Data()
     let group = DispatchGroup()
     group.enter(); DispatchQueue.global().async { out = outPipe.fileHandleForReading.readDataToEndOfFile(); group.leave() }
     group.enter(); DispatchQueue.global().async { err = errPipe.fileHandleForReading.readDataToEndOfFile(); group.leave() }
-    while p.isRunning && Date() < deadline { usleep(100_000) }
+    while p.isRunning && Date() < deadline {
+        whileRunning?(p.processIdentifier)
+        usleep(50_000)
+    }
     if p.isRunning { p.terminate(); throw FixtureError(message: "mpirun -n \(ranks) did not finish in \(Int(timeout)) s (a rank hung)") }
     group.wait()
     return (p.terminationStatus, String(decoding: out, as: UTF8.self), String(decoding: err, as: UTF8.self))

@@ -8,6 +8,12 @@ public struct ParameterSpec: Sendable, Equatable {
     public let offset: Int
     /// Number of floats.
     public var count: Int { shape.reduce(1, *) }
+
+    public init(name: String, shape: [Int], offset: Int) {
+        self.name = name
+        self.shape = shape
+        self.offset = offset
+    }
 }
 
 /// Offsets of one decoder layer's tensors inside the flat parameter buffer.

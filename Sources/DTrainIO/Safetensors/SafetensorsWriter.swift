@@ -34,37 +34,6 @@ public enum SafetensorsWriter {
     }
 }
 
-/// Whole-file writes that never leave a half-written file at the destination.
-public enum AtomicFile {
-    /// Writes `data` to a temporary file beside `path`, fsyncs it, renames it into place and
-    /// fsyncs the directory.
-    public static func write(_ data: Data, to path: String) throws {
-        let url = URL(fileURLWithPath: path)
-        let dir = url.deletingLastPathComponent().path
-        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
-        let tmp = dir + "/." + url.lastPathComponent + ".tmp-\(getpid())"
-        let fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC, 0o644)
-        guard fd >= 0 else { throw CocoaError(.fileWriteNoPermission, userInfo: [NSFilePathErrorKey: tmp]) }
-        var ok = true
-        data.withUnsafeBytes { raw in
-            var done = 0
-            while done < raw.count {
-                let n = Foundation.write(fd, raw.baseAddress! + done, raw.count - done)
-                if n <= 0 { ok = false; break }
-                done += n
-            }
-        }
-        ok = ok && fsync(fd) == 0
-        close(fd)
-        guard ok, rename(tmp, path) == 0 else {
-            unlink(tmp)
-            throw CocoaError(.fileWriteUnknown, userInfo: [NSFilePathErrorKey: path])
-        }
-        let dfd = open(dir, O_RDONLY)
-        if dfd >= 0 { fsync(dfd); close(dfd) }
-    }
-}
-
 /// Saves trained weights in the formats the Hugging Face ecosystem loads.
 public enum ModelExport {
     /// A PEFT LoRA adapter directory: adapter_model.safetensors + adapter_config.json.

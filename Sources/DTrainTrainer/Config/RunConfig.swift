@@ -105,6 +105,8 @@ public struct RunConfig: Codable, Equatable {
         if let m = train.maxSteps, m < 1 { throw bad("train.max_steps", "must be at least 1") }
         if eval.everySteps < 0 { throw bad("eval.every_steps", "must be 0 (only at the end) or positive") }
         if eval.patience < 0 { throw bad("eval.patience", "must be 0 (no early stopping) or positive") }
+        if checkpoint.everySteps < 0 { throw bad("checkpoint.every_steps", "must be 0 (off) or positive") }
+        if checkpoint.everyMinutes < 0 { throw bad("checkpoint.every_minutes", "must be 0 (off) or positive") }
         if checkpoint.keepLast < 1 { throw bad("checkpoint.keep_last", "must be at least 1") }
         if let t = threads, t < 1 { throw bad("threads", "must be at least 1") }
     }
@@ -336,16 +338,21 @@ public struct EvalSection: Codable, Equatable {
 
 /// `checkpoint:` how often state is saved and how many files are kept.
 public struct CheckpointSection: Codable, Equatable {
-    /// Save every N steps (0 = only at the end and when stopped by a signal).
+    /// Save every N steps (0: not by step count). A checkpoint is also written at the end and
+    /// when a signal stops the run.
     public var everySteps: Int = 0
+    /// Save when this many minutes have passed since the last checkpoint (0: not by time).
+    public var everyMinutes: Double = 0
+    /// Checkpoints kept: the newest N, plus the one with the best validation loss.
     public var keepLast: Int = 2
 
-    enum CodingKeys: String, CodingKey, CaseIterable { case everySteps = "every_steps", keepLast = "keep_last" }
+    enum CodingKeys: String, CodingKey, CaseIterable { case everySteps = "every_steps", everyMinutes = "every_minutes", keepLast = "keep_last" }
     public init() {}
     public init(from decoder: Decoder) throws {
         try decoder.rejectUnknownKeys(CodingKeys.self)
         let c = try decoder.container(keyedBy: CodingKeys.self)
         everySteps = try c.value(.everySteps, or: 0, "an integer")
+        everyMinutes = try c.value(.everyMinutes, or: 0, "a number")
         keepLast = try c.value(.keepLast, or: 2, "an integer")
     }
 }
