@@ -1,7 +1,15 @@
 // HDF5's property-list defaults and native types are macros that call H5open() and read globals;
 // Swift cannot import them, so each is exposed as a static inline function.
 #pragma once
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE
+#endif
+#include <fcntl.h>
 #include <hdf5.h>
+
+/// O_DIRECT (a GNU extension Swift's Glibc module leaves out): checkpoint tensor bytes are written
+/// into the HDF5 file's reserved space bypassing the page cache.
+static inline int dtrain_o_direct(void) { return O_DIRECT; }
 
 static inline hid_t dtrain_h5p_default(void) { return H5P_DEFAULT; }
 static inline hid_t dtrain_h5s_all(void) { return H5S_ALL; }
@@ -23,3 +31,4 @@ static inline hid_t dtrain_h5p_group_create(void) { return H5P_GROUP_CREATE; }
 static inline size_t dtrain_h5t_variable(void) { return H5T_VARIABLE; }
 /// Silences HDF5's own error-stack printing; dtrain reports errors itself, naming the file.
 static inline void dtrain_h5_silence_errors(void) { H5Eset_auto2(H5E_DEFAULT, NULL, NULL); }
+static inline haddr_t dtrain_haddr_undef(void) { return HADDR_UNDEF; }

@@ -101,6 +101,9 @@ public enum CheckpointFile {
         public let paramSHA256: String
         public let bytes: Int
         public let seconds: Double
+        /// Phases: writing the tensor bytes, then waiting for the digests computed meanwhile, then
+        /// making the file durable (HDF5 close, fsync, rename, directory fsync).
+        public var phases: (write: Double, hashWait: Double, sync: Double) = (0, 0, 0)
     }
 
     /// Writes a checkpoint atomically: to a temporary file beside `path`, closed, fsynced, renamed
@@ -120,11 +123,14 @@ public enum CheckpointFile {
         let groups = [("weights", weights), ("adam_m", adamM), ("adam_v", adamV)]
         let tensorTable = specs.map { "\($0.name) \($0.shape.map(String.init).joined(separator: "x")) \($0.offset)" }.joined(separator: "\n")
 
-        // Digests on a second thread while this one writes: nothing changes the buffers meanwhile.
+        // Digests on two more threads while this one writes (nothing changes the buffers
+        // meanwhile): the weights' overall digest, and one per dataset.
         let digests = Digests(count: groups.count * specs.count)
         let hashing = DispatchGroup()
         DispatchQueue.global().async(group: hashing) {
             digests.params = SHA256Digest.hex(floats: weights.base, count: weights.count)
+        }
+        DispatchQueue.global().async(group: hashing) {
             for (g, group) in groups.enumerated() {
                 for (i, s) in specs.enumerated() {
                     digests.tensors[g * specs.count + i] = SHA256Digest.hex(floats: group.1.pointer(at: s.offset), count: s.count)
@@ -132,20 +138,33 @@ public enum CheckpointFile {
             }
         }
 
+        var phases: (write: Double, hashWait: Double, sync: Double) = (0, 0, 0)
         do {
-            let file = try HDF5File.create(path: tmp)
+            // HDF5 lays out the file and allocates every tensor's space (block-aligned, never
+            // filled); the tensor bytes go straight to the disk (RawFileWriter) at those offsets,
+            // and HDF5 writes its metadata, with the checksums, when it closes the file.
+            let file = try HDF5File.create(path: tmp, alignment: RawFileWriter.block)
             try file.writeString("/config", config)
             try file.writeString("/tensors", tensorTable)
-            var written = 0
-            for (name, buffer) in groups {
+            var offsets: [Int] = []
+            for (name, _) in groups {
                 try file.createGroup("/" + name)
-                for s in specs {
-                    try file.writeFloats("/\(name)/\(s.name)", buffer.pointer(at: s.offset), shape: s.shape)
+                for s in specs { offsets.append(try file.reserveFloats("/\(name)/\(s.name)", shape: s.shape)) }
+            }
+            let writeStart = Date()
+            let raw = try RawFileWriter(path: tmp)
+            var written = 0
+            for (g, group) in groups.enumerated() {
+                for (i, s) in specs.enumerated() {
+                    try raw.write(UnsafeRawPointer(group.1.pointer(at: s.offset)), count: s.count * MemoryLayout<Float>.stride,
+                                  at: offsets[g * specs.count + i])
                     written += 1
                     afterDataset?(written, groups.count * specs.count)
                 }
             }
+            phases.write = Date().timeIntervalSince(writeStart)
             hashing.wait()
+            phases.hashWait = Date().timeIntervalSince(writeStart) - phases.write
             var lines = ["\(SHA256Digest.hex(string: config))  /config", "\(SHA256Digest.hex(string: tensorTable))  /tensors"]
             for (g, group) in groups.enumerated() {
                 for (i, s) in specs.enumerated() { lines.append("\(digests.tensors[g * specs.count + i])  /\(group.0)/\(s.name)") }
@@ -155,14 +174,18 @@ public enum CheckpointFile {
             try writeManifest(m, checksums: lines.joined(separator: "\n"), to: file)
             try writeProgress(progress, to: file)
             try file.close()
+            let syncStart = Date()
             try AtomicFile.commit(temporary: tmp, to: path)
+            phases.sync = Date().timeIntervalSince(syncStart)
         } catch {
             hashing.wait()
             unlink(tmp)
             throw error
         }
         let bytes = groups.count * weights.count * MemoryLayout<Float>.stride
-        return WriteReport(paramSHA256: digests.params, bytes: bytes, seconds: Date().timeIntervalSince(start))
+        var report = WriteReport(paramSHA256: digests.params, bytes: bytes, seconds: Date().timeIntervalSince(start))
+        report.phases = phases
+        return report
     }
 
     /// Results of the hashing thread; read only after its group is waited on.

@@ -23,10 +23,14 @@ final class HDF5File {
 
     deinit { if id >= 0 { H5Fclose(id) } }
 
-    /// Creates (or truncates) a file for writing.
-    static func create(path: String) throws -> HDF5File {
+    /// Creates (or truncates) a file for writing. Objects of `alignment` bytes or more start at
+    /// multiples of it, so their raw data can be written with O_DIRECT (`reserveFloats`).
+    static func create(path: String, alignment: Int = 1) throws -> HDF5File {
         dtrain_h5_silence_errors()
-        let id = H5Fcreate(path, dtrain_h5f_acc_trunc(), dtrain_h5p_default(), dtrain_h5p_default())
+        let fapl = H5Pcreate(dtrain_h5p_file_access())
+        defer { H5Pclose(fapl) }
+        if alignment > 1 { H5Pset_alignment(fapl, hsize_t(alignment), hsize_t(alignment)) }
+        let id = H5Fcreate(path, dtrain_h5f_acc_trunc(), dtrain_h5p_default(), fapl)
         guard id >= 0 else { throw HDF5Error(path: path, message: "cannot create an HDF5 file here (permissions, or no such directory?)") }
         return HDF5File(path: path, id: id)
     }
@@ -101,6 +105,26 @@ final class HDF5File {
         guard H5Dwrite(d, dtrain_h5t_native_float(), dtrain_h5s_all(), dtrain_h5s_all(), dtrain_h5p_default(), values) >= 0 else {
             throw fail("writing dataset \(name) failed; disk full?")
         }
+    }
+
+    /// Creates a contiguous float32 dataset whose space is allocated now and never filled, and
+    /// returns the file offset of its raw data, for the caller to write after closing the file.
+    func reserveFloats(_ name: String, shape: [Int]) throws -> Int {
+        var dims = shape.map { hsize_t($0) }
+        let space = H5Screate_simple(Int32(dims.count), &dims, nil)
+        guard space >= 0 else { throw fail("cannot describe the shape \(shape) of \(name)") }
+        defer { H5Sclose(space) }
+        let dcpl = H5Pcreate(dtrain_h5p_dataset_create())
+        defer { H5Pclose(dcpl) }
+        H5Pset_layout(dcpl, H5D_CONTIGUOUS)
+        H5Pset_alloc_time(dcpl, H5D_ALLOC_TIME_EARLY)
+        H5Pset_fill_time(dcpl, H5D_FILL_TIME_NEVER)
+        let d = H5Dcreate2(id, name, dtrain_h5t_ieee_f32le(), space, dtrain_h5p_default(), dcpl, dtrain_h5p_default())
+        guard d >= 0 else { throw fail("cannot create dataset \(name)") }
+        defer { H5Dclose(d) }
+        let offset = H5Dget_offset(d)
+        guard offset != dtrain_haddr_undef() else { throw fail("no file space allocated for dataset \(name)") }
+        return Int(offset)
     }
 
     /// The shape of a dataset.
