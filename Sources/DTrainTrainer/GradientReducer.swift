@@ -20,8 +20,12 @@ public final class GradientReducer {
     public let buckets: [Bucket]
     private var handles: [ReduceHandle?]
     private var started = 0
-    /// Seconds spent waiting for reductions after backward had finished (communication not hidden).
+    /// Seconds spent waiting for reductions after this rank's backward had finished: the
+    /// communication not hidden, plus waiting for slower ranks.
     public private(set) var exposedSeconds = 0.0
+    /// Of those, the seconds the reductions ran on after the slowest rank's backward had finished:
+    /// the communication not hidden behind backward.
+    public private(set) var unhiddenSeconds = 0.0
     /// Bytes of gradient each rank contributes per step.
     public var payloadBytes: Int { grads.count * MemoryLayout<Float>.stride }
 
@@ -65,9 +69,16 @@ public final class GradientReducer {
     /// Starts what is left, waits for everything; `reduced` then holds the sums.
     public func finish() {
         let t0 = now()
+        let backwardEnd = Date().timeIntervalSince1970
         while started < buckets.count { start(started) }
         for h in handles { if let h { comm.wait(h) } }
+        let waitEnd = Date().timeIntervalSince1970
         exposedSeconds += now() - t0
+        // When did the slowest rank finish backward? (Wall clocks: equal on one node, NTP-close
+        // across nodes.) One double, after the reductions, so it delays nothing they overlap.
+        var slowest = [backwardEnd]
+        comm.allReduceMax(&slowest)
+        unhiddenSeconds += max(0, waitEnd - slowest[0])
     }
 
     private func start(_ i: Int) {

@@ -27,7 +27,7 @@ public struct TrainSummary {
     public var steadyTokensPerSecond: Double?
     /// Gradient all-reduce, with more than one rank: bytes each rank contributes per step, the
     /// wait for reductions after backward per step, and a blocking all-reduce of the same buffer.
-    public var allReduce: (payloadBytes: Int, exposedSeconds: Double, blockingSeconds: Double)?
+    public var allReduce: (payloadBytes: Int, exposedSeconds: Double, unhiddenSeconds: Double, blockingSeconds: Double)?
 }
 
 /// The data-parallel training loop. Every rank runs it; rank 0 validates, decides early
@@ -270,7 +270,8 @@ public final class Trainer {
             comm.barrier()
             let t0 = now()
             for _ in 0..<reps { comm.allReduceSum(reducer.reduced.base, count: reducer.reduced.count) }
-            summary.allReduce = (reducer.payloadBytes, reducer.exposedSeconds / Double(sessionSteps), (now() - t0) / Double(reps))
+            summary.allReduce = (reducer.payloadBytes, reducer.exposedSeconds / Double(sessionSteps),
+                                 reducer.unhiddenSeconds / Double(sessionSteps), (now() - t0) / Double(reps))
         }
         summary.paramHash = Self.hash(trainable.weights)
         if isRoot {
@@ -347,9 +348,10 @@ public final class Trainer {
         if let tps = s.steadyTokensPerSecond { print(String(format: "throughput: %.1f tok/s over the steps after the first", tps)) }
         if let a = s.allReduce {
             let n = Double(comm.worldSize), mb = Double(a.payloadBytes) / 1e6
-            let hidden = a.blockingSeconds > 0 ? max(0, 1 - a.exposedSeconds / a.blockingSeconds) : 1
-            print(String(format: "all-reduce: %.2f MB of gradients per rank per step (a ring sends %.2f MB per rank); %.1f ms per step waited for after backward, against %.1f ms for a blocking all-reduce of the same buffer: %.0f%% hidden behind backward",
-                         mb, mb * 2 * (n - 1) / n, a.exposedSeconds * 1e3, a.blockingSeconds * 1e3, hidden * 100))
+            let hidden = a.blockingSeconds > 0 ? max(0, 1 - a.unhiddenSeconds / a.blockingSeconds) : 1
+            print(String(format: "all-reduce: %.2f MB of gradients per rank per step (a ring sends %.2f MB per rank); it ran on %.1f ms per step after the slowest rank's backward, against %.1f ms for a blocking all-reduce of the same buffer: %.0f%% hidden behind backward (waiting for slower ranks: %.1f ms per step)",
+                         mb, mb * 2 * (n - 1) / n, a.unhiddenSeconds * 1e3, a.blockingSeconds * 1e3, hidden * 100,
+                         max(0, a.exposedSeconds - a.unhiddenSeconds) * 1e3))
         }
         if let c = s.checkpoint { print("checkpoint: \(c)") }
         print("outputs: \(s.outputDir)/final (\(config.method == .lora ? "PEFT adapter" : "safetensors model")), \(s.outputDir)/best, \(s.outputDir)/metrics.jsonl, TensorBoard events in \(s.outputDir)")

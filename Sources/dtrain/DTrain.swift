@@ -123,6 +123,8 @@ struct Train: ParsableCommand {
     @Option(name: .customLong("set"), help: "Override a config key: --set optim.lr=1e-4 (repeatable).") var overrides: [String] = []
 
     func run() throws {
+        // Before anything slow: SIGUSR1's default action would kill a rank still loading.
+        StopRequest.install()
         let comm = World.make()
         let runConfig: RunConfig
         do {
