@@ -145,7 +145,10 @@ struct Train: ParsableCommand {
             throw ExitCode(1)
         }
         // Every rank leaves the same way after the same checkpoint; mpirun passes the status on.
-        if summary.stoppedBySignal != nil { throw ExitCode(stoppedForResumeExitCode) }
+        if summary.stoppedBySignal != nil {
+            StopRequest.restoreDefaults()
+            throw ExitCode(stoppedForResumeExitCode)
+        }
     }
 }
 

@@ -44,30 +44,40 @@ public enum CrossEntropyHead {
                     // row <- exp(logit - max) in one vectorised pass; the sum gives the log-sum-exp.
                     let sum = FastMath.expShifted(row, row, V, shift: mx)
                     let loss = mx + logf(sum) - target
-                    dxg[i * C] = loss // parked here until the sum below; dxg rows are rewritten later
-                    if wantGrad {
-                        FastMath.scale(row, V, by: lossScale / sum)
-                        row[t] -= lossScale
-                    }
+                    // Parked in the row's dxg slot until read below (dxg rows are rewritten later):
+                    // the loss, and the factor that turns exp(logit - max) into lossScale · softmax.
+                    dxg[i * C] = loss
+                    dxg[i * C + 1] = lossScale / sum
                 }
             }
-            for i in 0..<r {
-                let loss = dxg[i * C]
-                rowLoss?[start + i] = loss
-                total += Double(loss)
-            }
-            if wantGrad {
+            // The gradient of the logits is lossScale · (softmax - onehot(target)) = s_i · e_i -
+            // lossScale · onehot, with e the exponentials left in `logits` and s_i per row. The
+            // row factors are applied to the (r, C) products rather than the (r, V) logits, which
+            // saves a pass over the chunk's logits; the one-hot terms are single rows of weight / xg.
+            withUnsafeTemporaryAllocation(of: Float.self, capacity: r) { rowScale in
+                for i in 0..<r {
+                    let loss = dxg[i * C]
+                    rowLoss?[start + i] = loss
+                    total += Double(loss)
+                    rowScale[i] = dxg[i * C + 1]
+                }
+                guard wantGrad else { return }
                 if let dx {
-                    // dxg (r, C) = dlogits (r, V) · weight (V, C)
+                    // dxg (r, C) = e (r, V) · weight (V, C); dx row += s_i · dxg_i - lossScale · weight[t_i]
                     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, Int32(r), Int32(C), Int32(V),
                                 1, logits, Int32(V), weight, Int32(C), 0, dxg, Int32(C))
                     for i in 0..<r {
                         let dst = dx + Int(rows[start + i]) * C, src = dxg + i * C
-                        for c in 0..<C { dst[c] += src[c] }
+                        let w = weight + Int(targets[start + i]) * C, si = rowScale[i]
+                        for c in 0..<C { dst[c] += si * src[c] - lossScale * w[c] }
                     }
                 }
                 if let dweight {
-                    // dweight (V, C) += dlogitsᵀ (V, r) · xg (r, C)
+                    // dweight (V, C) += eᵀ (V, r) · (s_i · xg_i) (r, C), and weight[t_i] -= lossScale · xg_i.
+                    for i in 0..<r {
+                        let xi = xg + i * C, dw = dweight + Int(targets[start + i]) * C, si = rowScale[i]
+                        for c in 0..<C { dw[c] -= lossScale * xi[c]; xi[c] *= si }
+                    }
                     cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, Int32(V), Int32(C), Int32(r),
                                 1, logits, Int32(V), xg, Int32(C), 1, dweight, Int32(C))
                 }

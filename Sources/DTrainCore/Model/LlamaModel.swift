@@ -136,7 +136,7 @@ public final class LlamaModel {
         o.dh = take(N * F); o.dgate = take(N * F); o.dup = take(N * F)
         o.attnScratch = take(max(Attention.forwardScratchCount(T: T), Attention.backwardScratchCount(T: T)))
         o.headScratch = take(CrossEntropyHead.scratchCount(rowsPerChunk: headChunkRows, C: C, V: V))
-        o.loraDXA = take(N * r)
+        o.loraDXA = take(N * r * 3)  // one adapter group's ∂/∂(A x): up to q, k and v
         o.dropIn = take(r > 0 ? N * max(C, F, c.qDim) : 0)
         o.dropGrad = take(r > 0 ? N * max(C, F, c.qDim) : 0)
         o.total = at
@@ -293,9 +293,10 @@ public final class LlamaModel {
         let ln = a + o.ln, h = a + o.h
 
         Profiler.measure(.rmsnorm) { RMSNorm.forward(ln, a + o.rstd1 + l * N, resIn, p + w.inputNorm, N, C, c.rmsNormEps) }
-        project(.q_proj, l, training, q, ln, w.qWeight, w.qBias, C, c.qDim)
-        project(.k_proj, l, training, k, ln, w.kWeight, w.kBias, C, c.kvDim)
-        project(.v_proj, l, training, v, ln, w.vWeight, w.vBias, C, c.kvDim)
+        project(.q_proj, l, training, q, ln, w.qWeight, w.qBias, C, c.qDim, adapter: false)
+        project(.k_proj, l, training, k, ln, w.kWeight, w.kBias, C, c.kvDim, adapter: false)
+        project(.v_proj, l, training, v, ln, w.vWeight, w.vBias, C, c.kvDim, adapter: false)
+        adaptersForward([.q_proj, .k_proj, .v_proj], l, training, [q, k, v], ln, C, [c.qDim, c.kvDim, c.kvDim])
         Profiler.measure(.rope) { RoPE.forward(q, intsPositions, ropeCos, ropeSin, N, c.numHeads, c.headDim) }
         Profiler.measure(.rope) { RoPE.forward(k, intsPositions, ropeCos, ropeSin, N, c.numKVHeads, c.headDim) }
         Profiler.measure(.attention) { Attention.forward(attnOut, lse, q, k, v, hasSegments ? intsSegments : nil, a + o.attnScratch,
@@ -303,19 +304,56 @@ public final class LlamaModel {
         resid2.update(from: resIn, count: N * C)
         project(.o_proj, l, training, resid2, attnOut, w.oWeight, nil, c.qDim, C, accumulate: true)
         Profiler.measure(.rmsnorm) { RMSNorm.forward(ln, a + o.rstd2 + l * N, resid2, p + w.postNorm, N, C, c.rmsNormEps) }
-        project(.gate_proj, l, training, gate, ln, w.gateWeight, nil, C, F)
-        project(.up_proj, l, training, up, ln, w.upWeight, nil, C, F)
+        project(.gate_proj, l, training, gate, ln, w.gateWeight, nil, C, F, adapter: false)
+        project(.up_proj, l, training, up, ln, w.upWeight, nil, C, F, adapter: false)
+        adaptersForward([.gate_proj, .up_proj], l, training, [gate, up], ln, C, [F, F])
         Profiler.measure(.swiglu) { SwiGLU.forward(h, gate, up, N * F) }
         resOut.update(from: resid2, count: N * C)
         project(.down_proj, l, training, resOut, h, w.downWeight, nil, F, C, accumulate: true)
     }
 
-    /// out (N, OC) (+)= inp (N, IC) · Wᵀ + b, plus the layer's adapter for `target` if any.
+    /// out (N, OC) (+)= inp (N, IC) · Wᵀ + b, plus the layer's adapter for `target` if any (unless
+    /// `adapter` is false: the caller adds it with its group).
     private func project(_ target: LoRATarget, _ l: Int, _ training: Bool,
                          _ out: UnsafeMutablePointer<Float>, _ inp: UnsafePointer<Float>,
-                         _ weight: Int, _ bias: Int?, _ IC: Int, _ OC: Int, accumulate: Bool = false) {
+                         _ weight: Int, _ bias: Int?, _ IC: Int, _ OC: Int, accumulate: Bool = false, adapter: Bool = true) {
         let N = batchSize * seqLen, p = params.base
         Profiler.measure(.linear) { Linear.forward(out, inp, p + weight, bias.map { UnsafePointer(p + $0) }, N, IC, OC, accumulate: accumulate) }
+        if adapter { adapterForward(target, l, training, out, inp, IC, OC) }
+    }
+
+    /// The adapters of `targets`, which all read `inp`: out_j (N, OC_j) += scale · B_j (A_j inp).
+    /// With two or more present and no dropout in play, their A products are one sgemm
+    /// (LoRAAdapters stacks a layer's A's) into one (N, k·r) block; otherwise one at a time.
+    private func adaptersForward(_ targets: [LoRATarget], _ l: Int, _ training: Bool, _ outs: [UnsafeMutablePointer<Float>],
+                                 _ inp: UnsafePointer<Float>, _ IC: Int, _ OCs: [Int]) {
+        guard let lora else { return }
+        let present = targets.indices.filter { lora.slots[l][targets[$0].index] != nil }
+        guard present.count > 1 && !(training && lora.config.dropout > 0) else {
+            for j in present { adapterForward(targets[j], l, training, outs[j], inp, IC, OCs[j]) }
+            return
+        }
+        let N = batchSize * seqLen, r = lora.config.rank, R = present.count * r
+        let xa = loraXA(l, targets[present[0]])
+        Profiler.measure(.lora) {
+            LoRA.forwardA(xa, inp, lora.weights.pointer(at: lora.slots[l][targets[present[0]].index]!.a), N, IC, R)
+            for (i, j) in present.enumerated() {
+                LoRA.forwardB(outs[j], xa + i * r, R, lora.weights.pointer(at: lora.slots[l][targets[j].index]!.b), N, OCs[j], r,
+                              scale: lora.config.scale)
+            }
+        }
+    }
+
+    /// Where the A products of `target`'s adapter in layer l are kept, (N, r); a group's
+    /// products fill the blocks from its first target's on, as one (N, k·r) block.
+    private func loraXA(_ l: Int, _ target: LoRATarget) -> UnsafeMutablePointer<Float> {
+        acts!.base + o.loraXA + (slot(l) * LoRATarget.allCases.count + target.index) * batchSize * seqLen * lora!.config.rank
+    }
+
+    /// One adapter on its own: out (N, OC) += scale · B (A dropout(inp)).
+    private func adapterForward(_ target: LoRATarget, _ l: Int, _ training: Bool,
+                                _ out: UnsafeMutablePointer<Float>, _ inp: UnsafePointer<Float>, _ IC: Int, _ OC: Int) {
+        let N = batchSize * seqLen
         guard let lora, let slotAB = lora.slots[l][target.index] else { return }
         let cfg = lora.config, a = acts!.base, r = cfg.rank
         let xa = a + o.loraXA + (slot(l) * LoRATarget.allCases.count + target.index) * N * r
@@ -356,8 +394,9 @@ public final class LlamaModel {
         dup.update(repeating: 0, count: N * F)
         Profiler.measure(.swiglu) { SwiGLU.backward(dgate, dup, dh, gate, up, N * F) }
         dln.update(repeating: 0, count: N * C)
-        projectBackward(.gate_proj, l, dln, dgate, ln, w.gateWeight, nil, C, F)
-        projectBackward(.up_proj, l, dln, dup, ln, w.upWeight, nil, C, F)
+        projectBackward(.gate_proj, l, dln, dgate, ln, w.gateWeight, nil, C, F, adapter: false)
+        projectBackward(.up_proj, l, dln, dup, ln, w.upWeight, nil, C, F, adapter: false)
+        adaptersBackward([.gate_proj, .up_proj], l, dln, [dgate, dup], ln, C, [F, F])
         Profiler.measure(.rmsnorm) { RMSNorm.backward(dResid, fullGrad(w.postNorm), dln, resid2, p + w.postNorm, a + o.rstd2 + l * N, N, C) }
 
         // Attention branch: resid2 = resIn + o(attention(rope(q(ln1)), rope(k(ln1)), v(ln1))).
@@ -372,18 +411,50 @@ public final class LlamaModel {
         Profiler.measure(.rope) { RoPE.backward(dk, intsPositions, ropeCos, ropeSin, N, c.numKVHeads, c.headDim) }
         Profiler.measure(.rmsnorm) { RMSNorm.recompute(ln, a + o.rstd1 + l * N, resIn, p + w.inputNorm, N, C) }
         dln.update(repeating: 0, count: N * C)
-        projectBackward(.q_proj, l, dln, dq, ln, w.qWeight, w.qBias, C, c.qDim)
-        projectBackward(.k_proj, l, dln, dk, ln, w.kWeight, w.kBias, C, c.kvDim)
-        projectBackward(.v_proj, l, dln, dv, ln, w.vWeight, w.vBias, C, c.kvDim)
+        projectBackward(.q_proj, l, dln, dq, ln, w.qWeight, w.qBias, C, c.qDim, adapter: false)
+        projectBackward(.k_proj, l, dln, dk, ln, w.kWeight, w.kBias, C, c.kvDim, adapter: false)
+        projectBackward(.v_proj, l, dln, dv, ln, w.vWeight, w.vBias, C, c.kvDim, adapter: false)
+        adaptersBackward([.q_proj, .k_proj, .v_proj], l, dln, [dq, dk, dv], ln, C, [c.qDim, c.kvDim, c.kvDim])
         Profiler.measure(.rmsnorm) { RMSNorm.backward(dResid, fullGrad(w.inputNorm), dln, resIn, p + w.inputNorm, a + o.rstd1 + l * N, N, C) }
     }
 
-    /// dinp (N, IC) += ∂/∂inp of `project`; weight, bias and adapter gradients accumulate.
+    /// dinp (N, IC) += ∂/∂inp of `project`; weight, bias and (unless `adapter` is false)
+    /// adapter gradients accumulate.
     private func projectBackward(_ target: LoRATarget, _ l: Int, _ dinp: UnsafeMutablePointer<Float>,
                                  _ dout: UnsafePointer<Float>, _ inp: UnsafePointer<Float>,
-                                 _ weight: Int, _ bias: Int?, _ IC: Int, _ OC: Int) {
+                                 _ weight: Int, _ bias: Int?, _ IC: Int, _ OC: Int, adapter: Bool = true) {
         let N = batchSize * seqLen, p = params.base
         Profiler.measure(.linear) { Linear.backward(dinp, fullGrad(weight), fullGrad(bias), dout, inp, p + weight, N, IC, OC) }
+        if adapter { adapterBackward(target, l, dinp, dout, inp, IC, OC) }
+    }
+
+    /// Backward of `adaptersForward`: the B gradients and each adapter's ∂/∂xa into one (N, k·r)
+    /// block, then the stacked A's gradient and the input gradient in one sgemm each.
+    private func adaptersBackward(_ targets: [LoRATarget], _ l: Int, _ dinp: UnsafeMutablePointer<Float>,
+                                  _ douts: [UnsafeMutablePointer<Float>], _ inp: UnsafePointer<Float>, _ IC: Int, _ OCs: [Int]) {
+        guard let lora else { return }
+        let present = targets.indices.filter { lora.slots[l][targets[$0].index] != nil }
+        guard present.count > 1 && lora.config.dropout == 0 else {
+            for j in present { adapterBackward(targets[j], l, dinp, douts[j], inp, IC, OCs[j]) }
+            return
+        }
+        let N = batchSize * seqLen, r = lora.config.rank, R = present.count * r
+        let xa = loraXA(l, targets[present[0]]), dxa = acts!.base + o.loraDXA
+        let a0 = lora.slots[l][targets[present[0]].index]!.a
+        Profiler.measure(.lora) {
+            for (i, j) in present.enumerated() {
+                let b = lora.slots[l][targets[j].index]!.b
+                LoRA.backwardB(lora.grads.pointer(at: b), dxa + i * r, R, douts[j], xa + i * r, R, lora.weights.pointer(at: b),
+                               N, OCs[j], r, scale: lora.config.scale)
+            }
+            LoRA.backwardA(dinp, lora.grads.pointer(at: a0), dxa, inp, lora.weights.pointer(at: a0), N, IC, R)
+        }
+    }
+
+    /// Backward of `adapterForward`.
+    private func adapterBackward(_ target: LoRATarget, _ l: Int, _ dinp: UnsafeMutablePointer<Float>,
+                                 _ dout: UnsafePointer<Float>, _ inp: UnsafePointer<Float>, _ IC: Int, _ OC: Int) {
+        let N = batchSize * seqLen
         guard let lora, let slotAB = lora.slots[l][target.index] else { return }
         let cfg = lora.config, a = acts!.base, r = cfg.rank
         let xa = a + o.loraXA + (slot(l) * LoRATarget.allCases.count + target.index) * N * r

@@ -52,7 +52,7 @@ public struct LoRAConfig: Sendable, Equatable, Codable {
 /// `model.layers.3.self_attn.q_proj.lora_A.weight` (r, in) and `...lora_B.weight` (out, r).
 public final class LoRAAdapters {
     public let config: LoRAConfig
-    /// Adapter tensors in layer order, A before B.
+    /// Adapter tensors in layer order, A before B per target (offsets: a layer's A's, then its B's).
     public let specs: [ParameterSpec]
     /// All adapter weights.
     public let weights: FloatBuffer
@@ -69,13 +69,18 @@ public final class LoRAAdapters {
         var slots: [[(a: Int, b: Int)?]] = []
         var offset = 0
         let r = config.rank
+        // Within a layer every A comes first, in target order, then every B: adapters that read
+        // the same input (q/k/v, gate/up) then have their A's stacked as one matrix, which
+        // the model multiplies in one sgemm. `specs` keeps PEFT's A-then-B order per target.
         for l in 0..<model.numLayers {
             var row = [(a: Int, b: Int)?](repeating: nil, count: LoRATarget.allCases.count)
-            for t in LoRATarget.allCases where config.targets.contains(t) {
+            let present = LoRATarget.allCases.filter { config.targets.contains($0) }
+            var aOffsets: [Int] = []
+            for t in present { aOffsets.append(offset); offset += r * t.dims(model).inFeatures }
+            for (i, t) in present.enumerated() {
                 let (inF, outF) = t.dims(model)
                 let prefix = "model.layers.\(l).\(t.modulePath)"
-                let a = ParameterSpec(name: prefix + ".lora_A.weight", shape: [r, inF], offset: offset)
-                offset += a.count
+                let a = ParameterSpec(name: prefix + ".lora_A.weight", shape: [r, inF], offset: aOffsets[i])
                 let b = ParameterSpec(name: prefix + ".lora_B.weight", shape: [outF, r], offset: offset)
                 offset += b.count
                 specs += [a, b]

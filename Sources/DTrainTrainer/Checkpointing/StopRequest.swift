@@ -39,6 +39,14 @@ public enum StopRequest {
         pthread_sigmask(SIG_UNBLOCK, &unblock, nil)
     }
 
+    /// Puts the default actions back once the stop's checkpoint is written. mpirun answers the
+    /// first rank that exits non-zero (75) by sending SIGTERM to the others; a rank still
+    /// finishing MPI must then die at once, not swallow it as a stop request and wait for the
+    /// SIGKILL that follows `odls_base_sigkill_timeout` (30 s in the launchers) later.
+    public static func restoreDefaults() {
+        for s in signals { signal(s, SIG_DFL) }
+    }
+
     /// The signal that asked for a stop, or 0.
     public static var pending: Int32 { Int32(pendingSignal.pointee) }
 
