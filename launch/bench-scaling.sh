@@ -32,6 +32,7 @@ for method in lora full; do
         threads=$(( $(nproc) / ranks )); [ "$threads" -ge 1 ] || threads=1
         echo "$method, $ranks rank(s) x $threads thread(s): $tps tok/s"
         grep '^all-reduce:' "$log" | sed 's/^/    /' || true
+        rm -rf "$dir"   # a full fine-tune's outputs are ~2 GB; the log stays
     done
     awk -v a="${TPS[$method-2]}" -v b="${TPS[$method-1]}" -v m="$method" \
         'BEGIN { printf "%s: 2 ranks x 1 thread reach %.3f of 1 rank x 2 threads (goal >= 0.95)\n", m, a / b }'

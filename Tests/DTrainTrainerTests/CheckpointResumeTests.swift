@@ -57,6 +57,8 @@ func resumableRun(_ name: String, method: String, steps: Int = 6) throws -> (con
     return (run.config, run.out, ["--set", "train.epochs=\(steps / 3)", "--set", "train.max_steps=\(steps)", "--set", "batch.micro=2"])
 }
 
+/// Full fine-tuning references are not kept (each is used once and holds 2 GB of outputs); the
+/// caller removes them.
 func reference(method: String, ranks: Int, steps: Int = 6) throws -> (sha: String, out: String) {
     let key = "\(method)-\(ranks)-\(steps)"
     if let r = referenceRuns[key] { return r }
@@ -65,6 +67,7 @@ func reference(method: String, ranks: Int, steps: Int = 6) throws -> (sha: Strin
     guard r.status == 0 else { throw FixtureError(message: "reference run \(key) failed: \(r.err)") }
     let info = try CheckpointInfo.latest(run.out)
     guard info.step == steps else { throw FixtureError(message: "reference run \(key) ended at step \(info.step)") }
+    if method == "full" { return (info.paramSHA256, run.out) }
     referenceRuns[key] = (info.paramSHA256, run.out)
     return referenceRuns[key]!
 }
@@ -87,6 +90,8 @@ func reference(method: String, ranks: Int, steps: Int = 6) throws -> (sha: Strin
         #expect(info.step == 6 && info.worldSize == ranks)
         #expect(info.paramSHA256 == ref.sha, "\(method), \(ranks) rank(s): resumed weights differ from the uninterrupted run's")
         #expect(try trainingLog(run.out) == trainingLog(ref.out))
+        removeRun(config: run.config)
+        if method == "full" { removeRun(config: URL(fileURLWithPath: ref.out).deletingLastPathComponent().appendingPathComponent("run.yaml").path) }
     }
 
     /// A checkpoint written by 2 ranks continues on 1, and one written by 1 continues on 2: the

@@ -3,6 +3,20 @@ import DTrainTestSupport
 import Foundation
 import Testing
 
+/// Where this test process's runs write: one directory, removed when the process exits. A full
+/// fine-tune's checkpoint is 1.6 GB, so tests that make them also remove their runs as they finish.
+let testRunRoot: URL = {
+    let root = FileManager.default.temporaryDirectory.appendingPathComponent("dtrain-tests-\(getpid())")
+    try? FileManager.default.createDirectory(at: root, withIntermediateDirectories: true)
+    atexit { try? FileManager.default.removeItem(at: testRunRoot) }
+    return root
+}()
+
+/// Removes a run's directory (the parent of its config).
+func removeRun(config: String) {
+    try? FileManager.default.removeItem(at: URL(fileURLWithPath: config).deletingLastPathComponent())
+}
+
 /// The dtrain executable built alongside the tests.
 func dtrainBinary() throws -> String {
     let testBinary = URL(fileURLWithPath: CommandLine.arguments[0]).resolvingSymlinksInPath()
@@ -55,7 +69,7 @@ func runDTrain(ranks: Int, _ args: [String], env extra: [String: String] = [:], 
 
 /// A small training setup on the real model: short texts, no validation.
 func smallRun(_ name: String, method: String, extra: [String] = []) throws -> (config: String, out: String, overrides: [String]) {
-    let dir = FileManager.default.temporaryDirectory.appendingPathComponent("dtrain-\(name)-\(UUID().uuidString)")
+    let dir = testRunRoot.appendingPathComponent("\(name)-\(UUID().uuidString)")
     try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
     let texts = (0..<24).map { i in "{\"text\": \"Example \(i): the \(["red", "green", "blue"][i % 3]) fox counted to \(i * 7) and then \(i % 2 == 0 ? "slept" : "ran") home.\"}" }
     try texts.joined(separator: "\n").write(to: dir.appendingPathComponent("train.jsonl"), atomically: true, encoding: .utf8)
@@ -97,6 +111,7 @@ func smallRun(_ name: String, method: String, extra: [String] = []) throws -> (c
                 w[name] = try st.floats(name)
             }
             weights[ranks] = w
+            removeRun(config: run.config)
         }
         for ranks in [2, 4] {
             var worst = 0.0, worstScale = 0.0
