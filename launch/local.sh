@@ -32,9 +32,8 @@ else
 fi
 # Not exec'd: this shell turns SIGTERM/SIGINT into SIGUSR1 for mpirun, which forwards it to the
 # ranks; they checkpoint at the next step boundary and exit 75 ("stopped, resume me"), which this
-# script passes on. (mpirun itself answers SIGTERM by killing the ranks; odls_base_sigkill_timeout
-# gives them 30 s to finish the checkpoint if it is signalled directly.)
-mpirun -n "$RANKS" "${BIND[@]}" --mca odls_base_sigkill_timeout 30 -x OMP_NUM_THREADS -x OPENBLAS_NUM_THREADS \
+# script passes on. (mpirun itself answers SIGTERM by killing the ranks: signal this script.)
+mpirun -n "$RANKS" "${BIND[@]}" -x OMP_NUM_THREADS -x OPENBLAS_NUM_THREADS \
     "$BIN" train --config "$CONFIG" --set "model=$MODEL" --set "threads=$THREADS" "$@" &
 child=$!
 trap 'kill -USR1 "$child" 2>/dev/null' TERM INT USR1
