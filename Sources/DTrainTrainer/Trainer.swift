@@ -134,7 +134,7 @@ public final class Trainer {
             say(String(format: "validation at step 0: loss %.4f | ppl %.3f", v, exp(v)))
         }
 
-        StopRequest.install()
+        // Stop-request handlers are installed by the train command before anything loads.
         let fault = FaultInjection.fromEnvironment()
         let sessionStart = now()
         let elapsedBefore = progress.elapsedSeconds

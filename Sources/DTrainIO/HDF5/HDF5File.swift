@@ -75,37 +75,7 @@ final class HDF5File {
         return true
     }
 
-    /// Names of a group's members, in name order.
-    func members(of group: String) throws -> [String] {
-        let g = H5Gopen2(id, group, dtrain_h5p_default())
-        guard g >= 0 else { throw fail("missing group \(group)") }
-        defer { H5Gclose(g) }
-        var info = H5G_info_t()
-        guard H5Gget_info(g, &info) >= 0 else { throw fail("cannot list group \(group)") }
-        return try (0..<info.nlinks).map { i in
-            let size = H5Lget_name_by_idx(g, ".", H5_INDEX_NAME, H5_ITER_INC, i, nil, 0, dtrain_h5p_default())
-            guard size >= 0 else { throw fail("cannot list group \(group)") }
-            var buffer = [CChar](repeating: 0, count: Int(size) + 1)
-            H5Lget_name_by_idx(g, ".", H5_INDEX_NAME, H5_ITER_INC, i, &buffer, buffer.count, dtrain_h5p_default())
-            return String(cString: buffer)
-        }
-    }
-
     // MARK: Float datasets
-
-    /// Writes `shape.reduce(1, *)` floats as a contiguous little-endian float32 dataset.
-    func writeFloats(_ name: String, _ values: UnsafePointer<Float>, shape: [Int]) throws {
-        var dims = shape.map { hsize_t($0) }
-        let space = H5Screate_simple(Int32(dims.count), &dims, nil)
-        guard space >= 0 else { throw fail("cannot describe the shape \(shape) of \(name)") }
-        defer { H5Sclose(space) }
-        let d = H5Dcreate2(id, name, dtrain_h5t_ieee_f32le(), space, dtrain_h5p_default(), dtrain_h5p_default(), dtrain_h5p_default())
-        guard d >= 0 else { throw fail("cannot create dataset \(name)") }
-        defer { H5Dclose(d) }
-        guard H5Dwrite(d, dtrain_h5t_native_float(), dtrain_h5s_all(), dtrain_h5s_all(), dtrain_h5p_default(), values) >= 0 else {
-            throw fail("writing dataset \(name) failed; disk full?")
-        }
-    }
 
     /// Creates a contiguous float32 dataset whose space is allocated now and never filled, and
     /// returns the file offset of its raw data, for the caller to write after closing the file.
