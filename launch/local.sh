@@ -32,7 +32,8 @@ else
 fi
 # Not exec'd: this shell turns SIGTERM/SIGINT into SIGUSR1 for mpirun, which forwards it to the
 # ranks; they checkpoint at the next step boundary and exit 75 ("stopped, resume me"), which this
-# script passes on. (mpirun itself answers SIGTERM by killing the ranks: signal this script.)
+# script passes on. (mpirun itself answers SIGTERM by killing the ranks within 2 s, leaving only
+# rank 0's rescue checkpoint of the last completed step: signal this script instead.)
 mpirun -n "$RANKS" "${BIND[@]}" -x OMP_NUM_THREADS -x OPENBLAS_NUM_THREADS \
     "$BIN" train --config "$CONFIG" --set "model=$MODEL" --set "threads=$THREADS" "$@" &
 child=$!

@@ -141,16 +141,30 @@ public final class Trainer {
         var timedSeconds = 0.0, timedTokens = 0.0, sessionSteps = 0
         var order = plan.order(epoch: progress.epoch)
         var bounds = plan.stepBoundaries(order: order)
+        // The state after `progress.step` steps, as a checkpoint records it.
+        func boundaryProgress() -> TrainingProgress {
+            var p = progress
+            p.optimizerStep = optimizer.step
+            p.tokensSeen = summary.tokens
+            p.totalSteps = totalSteps
+            p.elapsedSeconds = elapsedBefore + now() - sessionStart
+            return p
+        }
         // Saves the state after `progress.step` steps (rank 0 writes; the others wait for it).
         func saveCheckpoint() throws {
-            progress.optimizerStep = optimizer.step
-            progress.tokensSeen = summary.tokens
-            progress.totalSteps = totalSteps
-            progress.elapsedSeconds = elapsedBefore + now() - sessionStart
+            progress = boundaryProgress()
             let hook = fault?.checkpointHook(rank: comm.rank, step: progress.step)
             summary.checkpoint = try checkpoints.write(progress: progress, trainer: self, model: model, optimizer: optimizer, hook: hook)
             comm.barrier()
         }
+        // Rank 0 checkpoints the last completed step at once on SIGTERM or SIGCONT (see
+        // RescueCheckpointer). The loop holds its lock except while computing gradients.
+        let rescue = isRoot && StopRequest.installed ? RescueCheckpointer { [unowned self] p, signal in
+            checkpoints.rescue(progress: p, signal: signal, trainer: self, model: model, optimizer: optimizer)
+        } : nil
+        rescue?.hold()
+        rescue?.publish(boundaryProgress())
+        rescue?.start()
 
         while progress.step < totalSteps {
             if progress.stepInEpoch == bounds.count - 1 {
@@ -178,6 +192,8 @@ public final class Trainer {
             if counts[2] > 0 && progress.step > checkpoints.lastStep { try saveCheckpoint() }
             try fault?.trigger(rank: comm.rank, step: step + 1, microDone: 0)
 
+            // Gradients only from here to the optimizer: a rescue may write the state meanwhile.
+            rescue?.release()
             let stepStart = now()
             let globalLabelled = max(1, counts[0])
             model.zeroGrads()
@@ -197,6 +213,7 @@ public final class Trainer {
             let grads = reducer?.reduced ?? trainable.grads
             var totals = [lossSum, Double(localTokens)]
             comm.allReduceSum(&totals)
+            rescue?.hold()
             let norm = AdamWState.norm(grads)
             let clip: Float = cfg.optim.gradClip > 0 && norm > Double(cfg.optim.gradClip) ? cfg.optim.gradClip / Float(norm) : 1
             let lr = cfg.schedule.lr(step: step + 1, total: totalSteps, peak: cfg.optim.lr)
@@ -257,8 +274,10 @@ public final class Trainer {
                 }
             }
             if cfg.checkpoint.everySteps > 0 && progress.step % cfg.checkpoint.everySteps == 0 { try saveCheckpoint() }
+            rescue?.publish(boundaryProgress())
             if stopEarly { break }
         }
+        rescue?.retire()
         // The end of the run (or of this session) always has a checkpoint.
         if progress.step > checkpoints.lastStep && (progress.step > 0 || summary.stoppedBySignal == nil) { try saveCheckpoint() }
         summary.steps = progress.step

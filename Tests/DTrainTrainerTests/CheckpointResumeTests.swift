@@ -213,4 +213,33 @@ func reference(method: String, ranks: Int, steps: Int = 6) throws -> (sha: Strin
         #expect(try CheckpointInfo.latest(run.out).paramSHA256 == ref.sha)
         #expect(try trainingLog(run.out) == trainingLog(ref.out))
     }
+
+    /// A real SIGTERM to mpirun, mid-step: Open MPI does not forward it but kills the ranks itself
+    /// (SIGCONT at once, SIGTERM 1 s later, SIGKILL 1 s after that) and exits 1. Rank 0's rescue
+    /// thread checkpoints the last completed step on the SIGCONT; the step in flight (stalled here,
+    /// as a long step would be) is lost, and the resumed run ends with the uninterrupted run's weights.
+    @Test func sigtermToMpirunLeavesARescueCheckpoint() throws {
+        let ref = try reference(method: "lora", ranks: 2, steps: 12)
+        let run = try resumableRun("sigterm", method: "lora", steps: 12)
+        var sent = false
+        let stopped = try runDTrain(ranks: 2, ["train", "--config", run.config] + run.args,
+                                    env: ["DTRAIN_FAULT": "stall:0:3:1"]) { pid in
+            // Two steps logged: rank 0 is stalled in step 3.
+            guard !sent, let log = try? String(contentsOfFile: run.out + "/metrics.jsonl", encoding: .utf8),
+                  log.components(separatedBy: "\"kind\":\"train\"").count > 2 else { return }
+            kill(pid, SIGTERM)
+            sent = true
+        }
+        #expect(sent && stopped.status == 1, "mpirun's own status after SIGTERM is 1; got \(stopped.status)\n\(stopped.err)")
+        #expect(stopped.err.contains("SIGCONT: rescue checkpoint of step 2"), "\(stopped.err)")
+        #expect(try CheckpointInfo.latest(run.out, verify: true).step == 2)
+        let resumed = try runDTrain(ranks: 2, ["train", "--config", run.config, "--resume", "auto"] + run.args)
+        #expect(resumed.status == 0, "\(resumed.err)")
+        #expect(resumed.out.contains("after step 2, epoch 0"), "\(resumed.out)")
+        #expect(try CheckpointInfo.latest(run.out).paramSHA256 == ref.sha)
+        #expect(try trainingLog(run.out) == trainingLog(ref.out))
+        // The kill left a half-written temporary behind at most; the resumed run removed it.
+        let leftovers = try FileManager.default.contentsOfDirectory(atPath: run.out + "/checkpoints").filter { $0.contains(".tmp") }
+        #expect(leftovers.isEmpty, "\(leftovers)")
+    }
 }

@@ -12,22 +12,53 @@ private let pendingSignal: UnsafeMutablePointer<sig_atomic_t> = {
     return p
 }()
 
+// A pipe the handler writes each SIGTERM's and SIGCONT's number to (one byte), waking the rescue
+// thread (`RescueCheckpointer`). Both ends are non-blocking: a full pipe never blocks a handler.
+private let rescuePipe: UnsafeMutablePointer<Int32> = {
+    let p = UnsafeMutablePointer<Int32>.allocate(capacity: 2)
+    p.initialize(repeating: -1, count: 2)
+    if pipe(p) == 0 {
+        for i in 0..<2 {
+            _ = fcntl(p[i], F_SETFL, fcntl(p[i], F_GETFL) | O_NONBLOCK)
+            _ = fcntl(p[i], F_SETFD, FD_CLOEXEC)
+        }
+    }
+    return p
+}()
+
 /// Turns SIGUSR1 and SIGTERM into a request to stop at the next step boundary, where all ranks
 /// agree (the flag travels in the step's first all-reduce), rank 0 writes a checkpoint, and the
 /// job exits with `stoppedForResumeExitCode`.
 ///
 /// Open MPI's mpirun forwards SIGUSR1 to every rank; Slurm's `--signal` and `scancel --signal`
-/// deliver either signal to the batch script or the tasks.
+/// deliver either signal to the batch script or the tasks. SIGTERM and SIGCONT also wake rank 0's
+/// rescue thread, which checkpoints the last completed step at once: they are how mpirun and
+/// Slurm begin a kill that may not wait for the next step boundary.
 public enum StopRequest {
     /// The signals that request a stop.
     public static let signals: [Int32] = [SIGUSR1, SIGTERM]
+    /// The signals that wake the rescue thread.
+    public static let rescueSignals: [Int32] = [SIGTERM, SIGCONT]
+
+    /// Whether `install` has run: only then does a trainer start its rescue thread.
+    nonisolated(unsafe) public private(set) static var installed = false
 
     /// Installs the handlers (once per process).
     public static func install() {
         _ = pendingSignal.pointee
-        for s in signals {
+        _ = rescuePipe[0]
+        for s in signals + [SIGCONT] {
             var action = sigaction()
-            action.__sigaction_handler.sa_handler = { pendingSignal.pointee = $0 }
+            action.__sigaction_handler.sa_handler = { signal in
+                // Only async-signal-safe work: a word store and write(2), with errno kept.
+                let savedErrno = errno
+                if signal != SIGCONT { pendingSignal.pointee = signal }
+                if signal != SIGUSR1 {
+                    var byte = UInt8(truncatingIfNeeded: signal)
+                    _ = write(rescuePipe[1], &byte, 1)
+                }
+                errno = savedErrno
+            }
             sigemptyset(&action.sa_mask)
             action.sa_flags = SA_RESTART
             sigaction(s, &action, nil)
@@ -35,16 +66,37 @@ public enum StopRequest {
         // A launcher may pass a mask that blocks them on; the handlers must be able to run.
         var unblock = sigset_t()
         sigemptyset(&unblock)
-        for s in signals { sigaddset(&unblock, s) }
+        for s in signals + [SIGCONT] { sigaddset(&unblock, s) }
         pthread_sigmask(SIG_UNBLOCK, &unblock, nil)
+        installed = true
     }
 
     /// Puts the default actions back once the stop's checkpoint is written. mpirun answers the
-    /// first rank that exits non-zero (75) by sending SIGTERM to the others; a rank still
-    /// finishing MPI must then die at once, not swallow it as a stop request and wait for the
-    /// SIGKILL that follows `odls_base_sigkill_timeout` (30 s in the launchers) later.
+    /// first rank that exits non-zero (75) by sending the others SIGCONT, SIGTERM and SIGKILL; a
+    /// rank still finishing MPI must then die at once, not swallow SIGTERM as a stop request.
     public static func restoreDefaults() {
-        for s in signals { signal(s, SIG_DFL) }
+        for s in signals + [SIGCONT] { signal(s, SIG_DFL) }
+    }
+
+    /// Blocks until a rescue signal arrives (or `wake` is called) and returns the newest signal
+    /// number read (0 for `wake`), or nil after `timeoutMilliseconds` without one.
+    static func waitForRescueSignal(timeoutMilliseconds: Int32) -> Int32? {
+        var fds = pollfd(fd: rescuePipe[0], events: Int16(POLLIN), revents: 0)
+        guard poll(&fds, 1, timeoutMilliseconds) > 0 else { return nil }
+        var bytes = [UInt8](repeating: 0, count: 64)
+        var newest: Int32? = nil
+        while true {
+            let n = read(rescuePipe[0], &bytes, bytes.count)
+            guard n > 0 else { break }
+            newest = Int32(bytes[n - 1])
+        }
+        return newest
+    }
+
+    /// Wakes a thread blocked in `waitForRescueSignal` (it reads 0).
+    static func wake() {
+        var byte: UInt8 = 0
+        _ = write(rescuePipe[1], &byte, 1)
     }
 
     /// The signal that asked for a stop, or 0.
@@ -58,6 +110,7 @@ public enum StopRequest {
         switch signal {
         case SIGUSR1: return "SIGUSR1"
         case SIGTERM: return "SIGTERM"
+        case SIGCONT: return "SIGCONT"
         default: return "signal \(signal)"
         }
     }
@@ -70,11 +123,13 @@ public enum StopRequest {
 /// - `signal:R:S:N` — rank R raises SIGUSR1 in step S after N micro-batches (a stop request
 ///   arriving mid-accumulation);
 /// - `kill-in-checkpoint:0:S:N` — rank 0 kills itself while writing step S's checkpoint, after N
-///   of its datasets.
+///   of its datasets;
+/// - `stall:R:S:N` — rank R stops for 60 s in step S after N micro-batches (a step longer than a
+///   launcher's grace period, so that a kill lands mid-step).
 ///
 /// `R:S` alone means `fail:R:S`.
 public struct FaultInjection: Equatable {
-    public enum Action: String { case fail, kill, signal, killInCheckpoint = "kill-in-checkpoint" }
+    public enum Action: String { case fail, kill, signal, stall, killInCheckpoint = "kill-in-checkpoint" }
     public let action: Action
     public let rank: Int, step: Int, count: Int
 
@@ -101,6 +156,10 @@ public struct FaultInjection: Equatable {
         case .fail: if microDone == 0 { throw Failure(rank: rank, step: step) }
         case .kill: kill(getpid(), SIGKILL)
         case .signal: StopRequest.request(SIGUSR1)
+        case .stall:
+            // Signals interrupt sleep; keep stalling until the deadline.
+            let deadline = Date().addingTimeInterval(60)
+            while Date() < deadline { usleep(100_000) }
         case .killInCheckpoint: break
         }
     }

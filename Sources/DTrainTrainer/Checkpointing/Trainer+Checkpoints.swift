@@ -31,8 +31,11 @@ final class CheckpointState {
     /// Hash of the base weights as loaded: the model's identity in every manifest.
     let modelHash: String
     let threads: Int
-    /// Step of the newest checkpoint written or resumed from (-1: none).
+    /// Step of the newest checkpoint written or resumed from (-1: none), the same on every rank.
     var lastStep = -1
+    /// Step of the newest checkpoint rank 0's rescue thread wrote (-1: none); `write` does not
+    /// write that step again.
+    private(set) var rescuedStep = -1
     private var lastTime = now()
 
     init(directory: CheckpointDirectory, modelHash: UInt64, threads: Int) {
@@ -51,17 +54,8 @@ final class CheckpointState {
     func write(progress: TrainingProgress, trainer: Trainer, model: LlamaModel, optimizer: AdamWState,
                hook: ((Int, Int) -> Void)?) throws -> String {
         let path = directory.path(step: progress.step)
-        if trainer.comm.rank == 0 {
-            let trainable = model.trainable!
-            let manifest = CheckpointManifest(
-                dtrainVersion: dtrainVersion, model: trainer.config.model, modelHash: modelHash,
-                method: trainer.config.method.rawValue, adapter: Trainer.adapterDescription(model),
-                worldSize: trainer.comm.worldSize, threads: threads)
-            let report = try CheckpointFile.write(
-                to: path, manifest: manifest, progress: progress, config: trainer.config.yaml(), specs: trainable.specs,
-                weights: trainable.weights, adamM: optimizer.m, adamV: optimizer.v, afterDataset: hook)
-            try directory.markLatest(path)
-            let removed = directory.prune(keepLast: trainer.config.checkpoint.keepLast, justWritten: path)
+        if trainer.comm.rank == 0 && rescuedStep != progress.step {
+            let (report, removed) = try writeFile(path, progress: progress, trainer: trainer, model: model, optimizer: optimizer, hook: hook)
             trainer.say(String(format: "checkpoint: step %d -> %@ (%.0f MB in %.2f s, %.0f MB/s)%@", progress.step, path,
                                Double(report.bytes) / 1e6, report.seconds, Double(report.bytes) / 1e6 / max(report.seconds, 1e-9),
                                removed.isEmpty ? "" : "; removed \(removed.map { URL(fileURLWithPath: $0).lastPathComponent }.joined(separator: ", "))"))
@@ -69,6 +63,37 @@ final class CheckpointState {
         lastStep = progress.step
         lastTime = now()
         return path
+    }
+
+    /// Rank 0's rescue (see `RescueCheckpointer`): writes the checkpoint of `progress.step` unless
+    /// one of that step exists, without the other ranks. Errors are reported, not thrown: the
+    /// stop at the next step boundary may still write one.
+    func rescue(progress: TrainingProgress, signal: Int32, trainer: Trainer, model: LlamaModel, optimizer: AdamWState) {
+        guard progress.step > max(lastStep, rescuedStep), progress.step > 0 else { return }
+        let path = directory.path(step: progress.step)
+        do {
+            let (report, _) = try writeFile(path, progress: progress, trainer: trainer, model: model, optimizer: optimizer, hook: nil)
+            rescuedStep = progress.step
+            printError(String(format: "dtrain: %@: rescue checkpoint of step %d (the last completed) -> %@ in %.2f s",
+                              StopRequest.name(signal), progress.step, path, report.seconds))
+        } catch {
+            printError("dtrain: \(StopRequest.name(signal)): rescue checkpoint of step \(progress.step) failed: \(error)")
+        }
+    }
+
+    /// Writes, marks latest and prunes (rank 0); returns the write's report and the files removed.
+    private func writeFile(_ path: String, progress: TrainingProgress, trainer: Trainer, model: LlamaModel,
+                           optimizer: AdamWState, hook: ((Int, Int) -> Void)?) throws -> (CheckpointFile.WriteReport, [String]) {
+        let trainable = model.trainable!
+        let manifest = CheckpointManifest(
+            dtrainVersion: dtrainVersion, model: trainer.config.model, modelHash: modelHash,
+            method: trainer.config.method.rawValue, adapter: Trainer.adapterDescription(model),
+            worldSize: trainer.comm.worldSize, threads: threads)
+        let report = try CheckpointFile.write(
+            to: path, manifest: manifest, progress: progress, config: trainer.config.yaml(), specs: trainable.specs,
+            weights: trainable.weights, adamM: optimizer.m, adamV: optimizer.v, afterDataset: hook)
+        try directory.markLatest(path)
+        return (report, directory.prune(keepLast: trainer.config.checkpoint.keepLast, justWritten: path))
     }
 }
 
