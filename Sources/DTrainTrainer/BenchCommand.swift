@@ -48,7 +48,7 @@ public enum BenchCommand {
 
     /// The matrix products of one training step of `config` on N tokens, as (M, N, K, transB, count).
     static func stepShapes(config c: LlamaConfig, tokens N: Int, full: Bool) -> [(Int, Int, Int, Bool, Int)] {
-        let C = c.hiddenSize, F = c.intermediateSize, L = c.numLayers
+        let C = c.hiddenSize, F = c.intermediateSize, L = c.numLayers, R = min(N, LlamaModel.headChunkRows(lora: !full))
         var shapes: [(Int, Int, Int, Bool, Int)] = [
             // forward projections (N, in) x (out, in)^T
             (N, c.qDim, C, true, L), (N, c.kvDim, C, true, 2 * L), (N, C, c.qDim, true, L),
@@ -56,13 +56,13 @@ public enum BenchCommand {
             // input gradients (N, out) x (out, in)
             (N, C, c.qDim, false, L), (N, C, c.kvDim, false, 2 * L), (N, c.qDim, C, false, L),
             (N, C, F, false, 2 * L), (N, F, C, false, L),
-            // LM head in 128-row chunks: logits and input gradient
-            (128, c.vocabSize, C, true, N / 128), (128, C, c.vocabSize, false, N / 128),
+            // LM head in chunks of R rows: logits and input gradient
+            (R, c.vocabSize, C, true, N / R), (R, C, c.vocabSize, false, N / R),
         ]
         if full {
             // weight gradients (out, N) x (N, in)
             shapes += [(c.qDim, C, N, false, 2 * L), (c.kvDim, C, N, false, 2 * L), (F, C, N, false, 3 * L),
-                       (c.vocabSize, C, 128, false, N / 128)]
+                       (c.vocabSize, C, R, false, N / R)]
         }
         return shapes
     }

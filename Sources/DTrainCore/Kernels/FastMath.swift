@@ -71,6 +71,20 @@ public enum FastMath {
         return r
     }
 
+    /// Σ a[i]·b[i] for i < count (float32 lanes, summed at the end).
+    @inline(__always)
+    public static func dot(_ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>, _ count: Int) -> Float {
+        var acc = SIMD8<Float>(repeating: 0)
+        var i = 0
+        while i + 8 <= count {
+            acc += load(a, i) * load(b, i)
+            i += 8
+        }
+        var sum = acc.sum()
+        while i < count { sum += a[i] * b[i]; i += 1 }
+        return sum
+    }
+
     /// x[i] *= factor for i < count.
     @inline(__always)
     public static func scale(_ x: UnsafeMutablePointer<Float>, _ count: Int, by factor: Float) {
