@@ -62,7 +62,7 @@ import Testing
         // Packed: row 0 holds examples [0, 2) and [2, 5); row 1 one example.
         let seg: [Int32]? = packed ? [0, 0, 2, 2, 2, 0, 0, 0, 0, 0] : nil
         let out = Buf(zeros: B * T * qDim), lse = Buf(zeros: B * NH * T)
-        let scratch = Buf(zeros: Attention.backwardScratchCount(T: T))
+        let scratch = Buf(zeros: Attention.backwardScratchCount(T: T, HD: HD, group: NH / KVH))
         let loss = { () -> Double in
             seg.withOptionalPointer { s in
                 Attention.forward(out.p, lse.p, q.p, k.p, v.p, s, scratch.p, B, T, NH, KVH, HD)
@@ -84,7 +84,7 @@ import Testing
         // A packed row must give each example the output it would get alone.
         let T = 5, NH = 2, KVH = 1, HD = 4, qDim = NH * HD, kvDim = KVH * HD
         let q = randomFloats(T * qDim, seed: 12), k = randomFloats(T * kvDim, seed: 13), v = randomFloats(T * kvDim, seed: 14)
-        let scratch = Buf(zeros: Attention.backwardScratchCount(T: T))
+        let scratch = Buf(zeros: Attention.backwardScratchCount(T: T, HD: HD, group: NH / KVH))
         let packedOut = Buf(zeros: T * qDim), lse = Buf(zeros: NH * T)
         let seg: [Int32] = [0, 0, 2, 2, 2]
         Attention.forward(packedOut.p, lse.p, q, k, v, seg, scratch.p, 1, T, NH, KVH, HD)

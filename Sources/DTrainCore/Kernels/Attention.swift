@@ -15,101 +15,136 @@ public enum Attention {
     /// Query rows per block.
     public static let queryBlock = 64
 
-    /// Floats of scratch `forward` needs: one block of scores, (queryBlock, T), plus (queryBlock).
-    public static func forwardScratchCount(T: Int) -> Int { queryBlock * T + queryBlock }
-    /// Floats of scratch `backward` needs: scores and their gradient for one block.
-    public static func backwardScratchCount(T: Int) -> Int { 2 * queryBlock * T }
+    /// Floats of scratch `forward` needs, for `group` = NH/KVH query heads per key/value head:
+    /// a block's stacked queries and outputs, (group·queryBlock, HD) each, their scores
+    /// (group·queryBlock, T), and (group·queryBlock) reciprocal sums.
+    public static func forwardScratchCount(T: Int, HD: Int, group: Int) -> Int {
+        group * queryBlock * (T + 2 * HD + 1)
+    }
+    /// Floats of scratch `backward` needs: a block's stacked queries, output gradients and query
+    /// gradients, (group·queryBlock, HD) each, and its scores and their gradient, (group·queryBlock, T) each.
+    public static func backwardScratchCount(T: Int, HD: Int, group: Int) -> Int {
+        group * queryBlock * (2 * T + 3 * HD)
+    }
+
+    /// Copies the HD-wide rows of query heads g·G..<(g+1)·G at tokens q0..<q0+rows of `src`
+    /// (B·T, NH·HD) into `dst` stacked head by head: (G·rows, HD), row j·rows + i = head g·G+j, token q0+i.
+    @inline(__always)
+    static func gather(_ dst: UnsafeMutablePointer<Float>, _ src: UnsafePointer<Float>, b: Int, g: Int, q0: Int, rows: Int,
+                       _ T: Int, _ G: Int, _ qDim: Int, _ HD: Int) {
+        for j in 0..<G {
+            for i in 0..<rows {
+                (dst + (j * rows + i) * HD).update(from: src + (b * T + q0 + i) * qDim + (g * G + j) * HD, count: HD)
+            }
+        }
+    }
 
     /// out (B, T, NH·HD), lse (B, NH, T); inputs q, k, v; segStart (B·T) or nil for plain causal.
+    ///
+    /// The G = NH/KVH query heads that share a key/value head are stacked, so each block is one
+    /// (G·rows)-row product against its keys rather than G products of `rows` rows.
     public static func forward(_ out: UnsafeMutablePointer<Float>, _ lse: UnsafeMutablePointer<Float>,
                                _ q: UnsafePointer<Float>, _ k: UnsafePointer<Float>, _ v: UnsafePointer<Float>,
                                _ segStart: UnsafePointer<Int32>?, _ scratch: UnsafeMutablePointer<Float>,
                                _ B: Int, _ T: Int, _ NH: Int, _ KVH: Int, _ HD: Int) {
-        let qDim = NH * HD, kvDim = KVH * HD, group = NH / KVH
+        let qDim = NH * HD, kvDim = KVH * HD, G = NH / KVH
         let scale = 1 / Float(HD).squareRoot()
-        // Exponentials for one block, (rows, keys) with row stride T, then (rows) reciprocal sums.
-        let p = scratch, rowScale = scratch + queryBlock * T
+        let maxRows = G * queryBlock
+        // Per block: stacked queries Qs and outputs Os (G·rows, HD); exponentials E (G·rows, keys)
+        // with row stride T; (G·rows) reciprocal sums.
+        let qs = scratch, os = scratch + maxRows * HD, p = scratch + 2 * maxRows * HD
+        let rowScale = p + maxRows * T
         for b in 0..<B {
-            for h in 0..<NH {
-                let kb = k + b * T * kvDim + (h / group) * HD
-                let vb = v + b * T * kvDim + (h / group) * HD
-                let lseRow = lse + (b * NH + h) * T
+            for g in 0..<KVH {
+                let kb = k + b * T * kvDim + g * HD
+                let vb = v + b * T * kvDim + g * HD
                 for q0 in stride(from: 0, to: T, by: queryBlock) {
-                    let q1 = min(T, q0 + queryBlock), rows = q1 - q0, keys = q1
-                    let qOff = (b * T + q0) * qDim + h * HD
-                    // S (rows, keys) = scale · Q[q0..<q1] (rows, HD) · K[0..<keys] (keys, HD)ᵀ
-                    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Int32(rows), Int32(keys), Int32(HD),
-                                scale, q + qOff, Int32(qDim), kb, Int32(kvDim), 0, p, Int32(T))
+                    let q1 = min(T, q0 + queryBlock), rows = q1 - q0, keys = q1, M = G * rows
+                    gather(qs, q, b: b, g: g, q0: q0, rows: rows, T, G, qDim, HD)
+                    // S (M, keys) = scale · Qs (M, HD) · K[0..<keys] (keys, HD)ᵀ
+                    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Int32(M), Int32(keys), Int32(HD),
+                                scale, qs, Int32(HD), kb, Int32(kvDim), 0, p, Int32(T))
                     // E = exp(S - rowmax), masked; each row's 1/Σ is applied to its (HD) output
                     // row rather than its (keys) probabilities, which saves a pass over E.
-                    for i in 0..<rows {
-                        let t = q0 + i, row = p + i * T
+                    for r in 0..<M {
+                        let j = r / rows, t = q0 + r % rows, row = p + r * T
                         let lo = segStart.map { Int($0[b * T + t]) } ?? 0
                         let width = t - lo + 1
                         let mx = FastMath.max(row + lo, width)
                         let sum = FastMath.expShifted(row + lo, row + lo, width, shift: mx)
                         if lo > 0 { row.update(repeating: 0, count: lo) }
                         if keys > t + 1 { (row + t + 1).update(repeating: 0, count: keys - t - 1) }
-                        lseRow[t] = mx + logf(sum)
-                        rowScale[i] = 1 / sum
+                        lse[(b * NH + g * G + j) * T + t] = mx + logf(sum)
+                        rowScale[r] = 1 / sum
                     }
-                    // O[q0..<q1] (rows, HD) = E (rows, keys) · V[0..<keys] (keys, HD), rows scaled by 1/Σ
-                    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, Int32(rows), Int32(HD), Int32(keys),
-                                1, p, Int32(T), vb, Int32(kvDim), 0, out + qOff, Int32(qDim))
-                    for i in 0..<rows { FastMath.scale(out + qOff + i * qDim, HD, by: rowScale[i]) }
+                    // Os (M, HD) = E (M, keys) · V[0..<keys] (keys, HD); out rows = Os rows / Σ
+                    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, Int32(M), Int32(HD), Int32(keys),
+                                1, p, Int32(T), vb, Int32(kvDim), 0, os, Int32(HD))
+                    for r in 0..<M {
+                        let j = r / rows, t = q0 + r % rows
+                        let dst = out + (b * T + t) * qDim + (g * G + j) * HD, src = os + r * HD, f = rowScale[r]
+                        for c in 0..<HD { dst[c] = src[c] * f }
+                    }
                 }
             }
         }
     }
 
     /// dq (B, T, NH·HD), dk and dv (B, T, KVH·HD) += gradients, from dout (B, T, NH·HD) and the
-    /// forward's out and lse.
+    /// forward's out and lse. Query heads are stacked per key/value head as in `forward`.
     public static func backward(_ dq: UnsafeMutablePointer<Float>, _ dk: UnsafeMutablePointer<Float>,
                                 _ dv: UnsafeMutablePointer<Float>,
                                 _ dout: UnsafePointer<Float>, _ out: UnsafePointer<Float>, _ lse: UnsafePointer<Float>,
                                 _ q: UnsafePointer<Float>, _ k: UnsafePointer<Float>, _ v: UnsafePointer<Float>,
                                 _ segStart: UnsafePointer<Int32>?, _ scratch: UnsafeMutablePointer<Float>,
                                 _ B: Int, _ T: Int, _ NH: Int, _ KVH: Int, _ HD: Int) {
-        let qDim = NH * HD, kvDim = KVH * HD, group = NH / KVH
+        let qDim = NH * HD, kvDim = KVH * HD, G = NH / KVH
         let scale = 1 / Float(HD).squareRoot()
-        // P and dP (then dS) for one block, (rows, keys) each with row stride T.
-        let p = scratch, dp = scratch + queryBlock * T
+        let maxRows = G * queryBlock
+        // Per block: stacked Qs, dOs and dQs (G·rows, HD); P and dP (then dS) (G·rows, keys) with row stride T.
+        let qs = scratch, dos = scratch + maxRows * HD, dqs = scratch + 2 * maxRows * HD
+        let p = scratch + 3 * maxRows * HD, dp = p + maxRows * T
         for b in 0..<B {
-            for h in 0..<NH {
-                let kvOff = b * T * kvDim + (h / group) * HD
+            for g in 0..<KVH {
+                let kvOff = b * T * kvDim + g * HD
                 let kb = k + kvOff, vb = v + kvOff
-                let lseRow = lse + (b * NH + h) * T
                 for q0 in stride(from: 0, to: T, by: queryBlock) {
-                    let q1 = min(T, q0 + queryBlock), rows = q1 - q0, keys = q1
-                    let qOff = (b * T + q0) * qDim + h * HD
-                    let qbh = q + qOff, dobh = dout + qOff, obh = out + qOff
-                    // S = scale·Q Kᵀ (rows, keys), and dP (rows, keys) = dO[q0..<q1] (rows, HD) · V[0..<keys] (keys, HD)ᵀ
-                    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Int32(rows), Int32(keys), Int32(HD),
-                                scale, qbh, Int32(qDim), kb, Int32(kvDim), 0, p, Int32(T))
-                    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Int32(rows), Int32(keys), Int32(HD),
-                                1, dobh, Int32(qDim), vb, Int32(kvDim), 0, dp, Int32(T))
+                    let q1 = min(T, q0 + queryBlock), rows = q1 - q0, keys = q1, M = G * rows
+                    gather(qs, q, b: b, g: g, q0: q0, rows: rows, T, G, qDim, HD)
+                    gather(dos, dout, b: b, g: g, q0: q0, rows: rows, T, G, qDim, HD)
+                    // S = scale·Qs Kᵀ (M, keys), and dP (M, keys) = dOs (M, HD) · V[0..<keys] (keys, HD)ᵀ
+                    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Int32(M), Int32(keys), Int32(HD),
+                                scale, qs, Int32(HD), kb, Int32(kvDim), 0, p, Int32(T))
+                    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Int32(M), Int32(keys), Int32(HD),
+                                1, dos, Int32(HD), vb, Int32(kvDim), 0, dp, Int32(T))
                     // In one pass per row: P = exp(S - lse) and dS = P ∘ (dP - D), with
                     // D_t = Σ_d dO[t,d]·O[t,d] = Σ_j P[t,j]·dP[t,j]; both zero where masked.
-                    for i in 0..<rows {
-                        let t = q0 + i, row = p + i * T, drow = dp + i * T
+                    for r in 0..<M {
+                        let j = r / rows, t = q0 + r % rows, row = p + r * T, drow = dp + r * T
                         let lo = segStart.map { Int($0[b * T + t]) } ?? 0
-                        let d = FastMath.dot(dobh + i * qDim, obh + i * qDim, HD)
-                        softmaxGradientRow(row + lo, drow + lo, t - lo + 1, lse: lseRow[t], rowDot: d)
+                        let at = (b * T + t) * qDim + (g * G + j) * HD
+                        let d = FastMath.dot(dout + at, out + at, HD)
+                        softmaxGradientRow(row + lo, drow + lo, t - lo + 1, lse: lse[(b * NH + g * G + j) * T + t], rowDot: d)
                         if lo > 0 { row.update(repeating: 0, count: lo); drow.update(repeating: 0, count: lo) }
                         if keys > t + 1 {
                             (row + t + 1).update(repeating: 0, count: keys - t - 1)
                             (drow + t + 1).update(repeating: 0, count: keys - t - 1)
                         }
                     }
-                    // dV[0..<keys] (keys, HD) += Pᵀ (keys, rows) · dO[q0..<q1] (rows, HD)
-                    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, Int32(keys), Int32(HD), Int32(rows),
-                                1, p, Int32(T), dobh, Int32(qDim), 1, dv + kvOff, Int32(kvDim))
-                    // dQ[q0..<q1] (rows, HD) += scale · dS (rows, keys) · K[0..<keys] (keys, HD)
-                    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, Int32(rows), Int32(HD), Int32(keys),
-                                scale, dp, Int32(T), kb, Int32(kvDim), 1, dq + qOff, Int32(qDim))
-                    // dK[0..<keys] (keys, HD) += scale · dSᵀ (keys, rows) · Q[q0..<q1] (rows, HD)
-                    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, Int32(keys), Int32(HD), Int32(rows),
-                                scale, dp, Int32(T), qbh, Int32(qDim), 1, dk + kvOff, Int32(kvDim))
+                    // dV[0..<keys] (keys, HD) += Pᵀ (keys, M) · dOs (M, HD)
+                    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, Int32(keys), Int32(HD), Int32(M),
+                                1, p, Int32(T), dos, Int32(HD), 1, dv + kvOff, Int32(kvDim))
+                    // dQs (M, HD) = scale · dS (M, keys) · K[0..<keys] (keys, HD), added to dq's rows
+                    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, Int32(M), Int32(HD), Int32(keys),
+                                scale, dp, Int32(T), kb, Int32(kvDim), 0, dqs, Int32(HD))
+                    for r in 0..<M {
+                        let j = r / rows, t = q0 + r % rows
+                        let dst = dq + (b * T + t) * qDim + (g * G + j) * HD, src = dqs + r * HD
+                        for c in 0..<HD { dst[c] += src[c] }
+                    }
+                    // dK[0..<keys] (keys, HD) += scale · dSᵀ (keys, M) · Qs (M, HD)
+                    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, Int32(keys), Int32(HD), Int32(M),
+                                scale, dp, Int32(T), qs, Int32(HD), 1, dk + kvOff, Int32(kvDim))
                 }
             }
         }

@@ -138,7 +138,9 @@ public final class LlamaModel {
         o.dResid = take(N * C); o.dln = take(N * C)
         o.dq = take(N * c.qDim); o.dk = take(N * c.kvDim); o.dv = take(N * c.kvDim); o.dAttn = take(N * c.qDim)
         o.dh = take(N * F); o.dgate = take(N * F); o.dup = take(N * F)
-        o.attnScratch = take(max(Attention.forwardScratchCount(T: T), Attention.backwardScratchCount(T: T)))
+        let group = c.numHeads / c.numKVHeads
+        o.attnScratch = take(max(Attention.forwardScratchCount(T: T, HD: c.headDim, group: group),
+                                 Attention.backwardScratchCount(T: T, HD: c.headDim, group: group)))
         o.headRows = min(N, headChunkRows(lora: loraRank != nil))
         o.headScratch = take(CrossEntropyHead.scratchCount(rowsPerChunk: o.headRows, C: C, V: V))
         o.loraDXA = take(N * r * 3)  // one adapter group's ∂/∂(A x): up to q, k and v
