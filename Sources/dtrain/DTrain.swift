@@ -115,7 +115,9 @@ struct Train: ParsableCommand {
         abstract: "Fine-tune a model as a YAML run config says; run under mpirun/srun for data parallelism.",
         discussion: """
             Exit status: 0 done; 1 failed during training; 2 bad config or input (nothing trained); \
-            75 stopped by SIGUSR1/SIGTERM after writing a checkpoint (run again with --resume auto).
+            75 stopped by SIGUSR1/SIGTERM after writing a checkpoint (run again with --resume auto). \
+            SIGTERM sent to mpirun itself makes mpirun kill the ranks within 2 s and exit 1; rank 0 then \
+            writes a rescue checkpoint of the last completed step, and --resume auto continues from it.
             """)
     @Option(help: "The run config (YAML); see cluster-configs/.") var config: String
     @Option(help: "Continue from a checkpoint: `auto` (the newest under <output_dir>/checkpoints that verifies; a fresh start if none) or a .h5 path.")
