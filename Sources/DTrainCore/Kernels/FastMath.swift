@@ -85,12 +85,6 @@ public enum FastMath {
         return sum
     }
 
-    /// x[i] *= factor for i < count.
-    @inline(__always)
-    public static func scale(_ x: UnsafeMutablePointer<Float>, _ count: Int, by factor: Float) {
-        for i in 0..<count { x[i] *= factor }
-    }
-
     /// 1 / (1 + e^-x) for 8 lanes.
     @inline(__always)
     public static func sigmoid(_ x: SIMD8<Float>) -> SIMD8<Float> {

@@ -72,9 +72,9 @@ public final class LoRAAdapters {
         // Within a layer every A comes first, in target order, then every B: adapters that read
         // the same input (q/k/v, gate/up) then have their A's stacked as one matrix, which
         // the model multiplies in one sgemm. `specs` keeps PEFT's A-then-B order per target.
+        let present = LoRATarget.allCases.filter { config.targets.contains($0) }
         for l in 0..<model.numLayers {
             var row = [(a: Int, b: Int)?](repeating: nil, count: LoRATarget.allCases.count)
-            let present = LoRATarget.allCases.filter { config.targets.contains($0) }
             var aOffsets: [Int] = []
             for t in present { aOffsets.append(offset); offset += r * t.dims(model).inFeatures }
             for (i, t) in present.enumerated() {

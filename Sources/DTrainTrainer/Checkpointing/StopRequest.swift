@@ -37,8 +37,9 @@ private let rescuePipe: UnsafeMutablePointer<Int32> = {
 public enum StopRequest {
     /// The signals that request a stop.
     public static let signals: [Int32] = [SIGUSR1, SIGTERM]
-    /// The signals that wake the rescue thread.
-    public static let rescueSignals: [Int32] = [SIGTERM, SIGCONT]
+    /// The signals the handler takes: the stop requests, and SIGCONT, which only wakes the rescue
+    /// thread (SIGTERM does both).
+    static let handled: [Int32] = signals + [SIGCONT]
 
     /// Whether `install` has run: only then does a trainer start its rescue thread.
     nonisolated(unsafe) public private(set) static var installed = false
@@ -47,7 +48,7 @@ public enum StopRequest {
     public static func install() {
         _ = pendingSignal.pointee
         _ = rescuePipe[0]
-        for s in signals + [SIGCONT] {
+        for s in handled {
             var action = sigaction()
             action.__sigaction_handler.sa_handler = { signal in
                 // Only async-signal-safe work: a word store and write(2), with errno kept.
@@ -66,7 +67,7 @@ public enum StopRequest {
         // A launcher may pass a mask that blocks them on; the handlers must be able to run.
         var unblock = sigset_t()
         sigemptyset(&unblock)
-        for s in signals + [SIGCONT] { sigaddset(&unblock, s) }
+        for s in handled { sigaddset(&unblock, s) }
         pthread_sigmask(SIG_UNBLOCK, &unblock, nil)
         installed = true
     }
@@ -75,7 +76,7 @@ public enum StopRequest {
     /// first rank that exits non-zero (75) by sending the others SIGCONT, SIGTERM and SIGKILL; a
     /// rank still finishing MPI must then die at once, not swallow SIGTERM as a stop request.
     public static func restoreDefaults() {
-        for s in signals + [SIGCONT] { signal(s, SIG_DFL) }
+        for s in handled { signal(s, SIG_DFL) }
     }
 
     /// Blocks until a rescue signal arrives (or `wake` is called) and returns the newest signal
