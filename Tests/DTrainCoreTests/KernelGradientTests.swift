@@ -146,6 +146,25 @@ import Testing
         expectGradient(db.array, numericGradient(b.p, b.count, loss), "lora dB")
     }
 
+    /// The one-pass LoRA B backward against its two-sgemm form: 8 and 16 columns of r, a row
+    /// count that leaves a remainder, strided ∂/∂xa inside a group's block, and a 3-way column split.
+    @Test(arguments: [8, 16]) func loraOnePassMatchesSgemms(r: Int) {
+        let N = 7, OC = 200, R = 2 * r, scale: Float = 0.75
+        let dout = Buf(randomFloats(N * OC, seed: 40)), xa = Buf(randomFloats(N * R, seed: 41)), b = Buf(randomFloats(OC * r, seed: 42))
+        let dbStart = randomFloats(OC * r, seed: 43)
+        let dbWant = Buf(dbStart), dxaWant = Buf(zeros: N * R)
+        LoRA.backwardB(dbWant.p, dxaWant.p + r, R, dout.p, xa.p + r, R, b.p, N, OC, r, scale: scale)
+        let threads = 3
+        let dbGot = Buf(dbStart), dxaGot = Buf(zeros: N * R)
+        let scratch = Buf(zeros: LoRA.backwardScratchCount(N: N, threads: threads))
+        LoRA.backwardB(dbGot.p, dxaGot.p + r, R, dout.p, xa.p + r, R, b.p, N, OC, r, scale: scale,
+                       scratch: scratch.p, scratchThreads: threads)
+        let dbCompare = compare(dbGot.array, dbWant.array, label: "lora one-pass dB (r \(r))")
+        let dxaCompare = compare(dxaGot.array, dxaWant.array, label: "lora one-pass dxa (r \(r))")
+        #expect(dbCompare.maxRelToScale < 1e-6, "\(dbCompare)")
+        #expect(dxaCompare.maxRelToScale < 1e-6, "\(dxaCompare)")
+    }
+
     @Test func crossEntropyHead() {
         // 4 rows, 3 of them labelled; chunks of 2 rows exercise the chunk boundary.
         let N = 4, C = 3, V = 7, R = 2

@@ -103,7 +103,7 @@ public final class LlamaModel {
         var resid = 0, rstd1 = 0, rstd2 = 0, q = 0, k = 0, v = 0, attnOut = 0, lse = 0, resid2 = 0
         var gate = 0, up = 0, loraXA = 0, lnf = 0, rstdF = 0
         var ln = 0, h = 0, dResid = 0, dln = 0, dq = 0, dk = 0, dv = 0, dAttn = 0, dh = 0, dgate = 0, dup = 0
-        var attnScratch = 0, headScratch = 0, headRows = 1, loraDXA = 0, dropIn = 0, dropGrad = 0
+        var attnScratch = 0, headScratch = 0, headRows = 1, loraDXA = 0, loraPartial = 0, loraThreads = 1, dropIn = 0, dropGrad = 0
         var total = 0
     }
 
@@ -144,6 +144,8 @@ public final class LlamaModel {
         o.headRows = min(N, headChunkRows(lora: loraRank != nil))
         o.headScratch = take(CrossEntropyHead.scratchCount(rowsPerChunk: o.headRows, C: C, V: V))
         o.loraDXA = take(N * r * 3)  // one adapter group's ∂/∂(A x): up to q, k and v
+        o.loraThreads = Parallel.threads  // LoRA.backwardB's per-thread partials of ∂/∂(A x)
+        o.loraPartial = take(r > 0 ? LoRA.backwardScratchCount(N: N, threads: o.loraThreads) : 0)
         o.dropIn = take(r > 0 ? N * max(C, F, c.qDim) : 0)
         o.dropGrad = take(r > 0 ? N * max(C, F, c.qDim) : 0)
         o.total = at
@@ -452,7 +454,7 @@ public final class LlamaModel {
             for (i, j) in present.enumerated() {
                 let b = lora.slots[l][targets[j].index]!.b
                 LoRA.backwardB(lora.grads.pointer(at: b), dxa + i * r, R, douts[j], xa + i * r, R, lora.weights.pointer(at: b),
-                               N, OCs[j], r, scale: lora.config.scale)
+                               N, OCs[j], r, scale: lora.config.scale, scratch: acts!.base + o.loraPartial, scratchThreads: o.loraThreads)
             }
             LoRA.backwardA(dinp, lora.grads.pointer(at: a0), dxa, inp, lora.weights.pointer(at: a0), N, IC, R)
         }
@@ -472,10 +474,12 @@ public final class LlamaModel {
             Profiler.measure(.lora) { Dropout.forward(a + o.dropIn, inp, tokenKeys!, N, IC, p: cfg.dropout, key: key) }
             let dDrop = a + o.dropGrad
             dDrop.update(repeating: 0, count: N * IC)
-            Profiler.measure(.lora) { LoRA.backward(dDrop, dA, dB, a + o.loraDXA, dout, a + o.dropIn, xa, A, Bw, N, IC, OC, r, scale: cfg.scale) }
+            Profiler.measure(.lora) { LoRA.backward(dDrop, dA, dB, a + o.loraDXA, dout, a + o.dropIn, xa, A, Bw, N, IC, OC, r, scale: cfg.scale,
+                                                    scratch: a + o.loraPartial, scratchThreads: o.loraThreads) }
             Profiler.measure(.lora) { Dropout.backward(dinp, dDrop, tokenKeys!, N, IC, p: cfg.dropout, key: key) }
         } else {
-            Profiler.measure(.lora) { LoRA.backward(dinp, dA, dB, a + o.loraDXA, dout, inp, xa, A, Bw, N, IC, OC, r, scale: cfg.scale) }
+            Profiler.measure(.lora) { LoRA.backward(dinp, dA, dB, a + o.loraDXA, dout, inp, xa, A, Bw, N, IC, OC, r, scale: cfg.scale,
+                                                    scratch: a + o.loraPartial, scratchThreads: o.loraThreads) }
         }
     }
 }
