@@ -104,10 +104,14 @@ import Testing
             SwiGLU.forward(out.p, gate.p, up.p, n)
             return weightedSum(out.p, w)
         }
-        let dgate = Buf(zeros: n), dup = Buf(zeros: n)
-        SwiGLU.backward(dgate.p, dup.p, w, gate.p, up.p, n)
+        let dgate = Buf(zeros: n), dup = Buf(zeros: n), rebuilt = Buf(zeros: n)
+        SwiGLU.backward(dgate.p, dup.p, rebuilt.p, w, gate.p, up.p, n)
         expectGradient(dgate.array, numericGradient(gate.p, n, eps: 1e-3, loss), "swiglu dgate")
         expectGradient(dup.array, numericGradient(up.p, n, eps: 1e-3, loss), "swiglu dup")
+        // backward rebuilds the forward's output on the way.
+        _ = loss()
+        let h = compare(rebuilt.array, out.array, label: "swiglu h rebuilt in backward")
+        #expect(h.maxAbs == 0, "\(h)")
     }
 
     @Test func linear() {

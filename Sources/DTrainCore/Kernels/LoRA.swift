@@ -141,9 +141,13 @@ public enum LoRA {
                                  _ N: Int, _ IC: Int, _ R: Int) {
         cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, Int32(R), Int32(IC), Int32(N),
                     1, dxa, Int32(R), inp, Int32(IC), 1, da, Int32(IC))
-        if let dinp {
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, Int32(N), Int32(IC), Int32(R),
-                        1, dxa, Int32(R), a, Int32(IC), 1, dinp, Int32(IC))
-        }
+        if let dinp { backwardInput(dinp, dxa, a, N, IC, R) }
+    }
+
+    /// dinp (N, IC) += dxa (N, R) · A (R, IC): the part of `backwardA` that needs no input.
+    public static func backwardInput(_ dinp: UnsafeMutablePointer<Float>, _ dxa: UnsafePointer<Float>,
+                                     _ a: UnsafePointer<Float>, _ N: Int, _ IC: Int, _ R: Int) {
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, Int32(N), Int32(IC), Int32(R),
+                    1, dxa, Int32(R), a, Int32(IC), 1, dinp, Int32(IC))
     }
 }

@@ -49,6 +49,11 @@ public final class LlamaModel {
     private var ropeSin: [Float] = []
     private var hasSegments = false
     private var activeRows = 0
+    /// Adapters that read the same input, in the order their A's are stacked: q/k/v read the
+    /// first norm's output, gate/up the second's. Set by `enableTraining`, so that no step
+    /// builds a list.
+    private var attentionInputAdapters: [LoRATarget] = []
+    private var mlpInputAdapters: [LoRATarget] = []
 
     /// Rows of LM-head logits built at a time. Each chunk streams the (V, C) head weight through
     /// its sgemms, so larger chunks read it fewer times: 256 rows (a 48 MB logits scratch for a
@@ -79,6 +84,9 @@ public final class LlamaModel {
             grads = nil
             lora = LoRAAdapters(config: cfg, model: config, seed: seed)
         }
+        let targets: [LoRATarget] = { if case .lora(let c) = method { return c.targets } else { return [] } }()
+        attentionInputAdapters = [.q_proj, .k_proj, .v_proj].filter { targets.contains($0) }
+        mlpInputAdapters = [.gate_proj, .up_proj].filter { targets.contains($0) }
     }
 
     /// The trainable parameters, their gradients and their names, as one flat range each.
@@ -305,7 +313,7 @@ public final class LlamaModel {
         project(.q_proj, l, training, q, ln, w.qWeight, w.qBias, C, c.qDim, adapter: false)
         project(.k_proj, l, training, k, ln, w.kWeight, w.kBias, C, c.kvDim, adapter: false)
         project(.v_proj, l, training, v, ln, w.vWeight, w.vBias, C, c.kvDim, adapter: false)
-        adaptersForward([.q_proj, .k_proj, .v_proj], l, training, [q, k, v], ln, C, [c.qDim, c.kvDim, c.kvDim])
+        adaptersForward(attentionInputAdapters, l, training, ln, C) { $0 == .q_proj ? (q, c.qDim) : ($0 == .k_proj ? k : v, c.kvDim) }
         Profiler.measure(.rope) { RoPE.forward(q, intsPositions, ropeCos, ropeSin, N, c.numHeads, c.headDim) }
         Profiler.measure(.rope) { RoPE.forward(k, intsPositions, ropeCos, ropeSin, N, c.numKVHeads, c.headDim) }
         Profiler.measure(.attention) { Attention.forward(attnOut, lse, q, k, v, hasSegments ? intsSegments : nil, a + o.attnScratch,
@@ -315,7 +323,7 @@ public final class LlamaModel {
         Profiler.measure(.rmsnorm) { RMSNorm.forward(ln, a + o.rstd2 + l * N, resid2, p + w.postNorm, N, C, c.rmsNormEps) }
         project(.gate_proj, l, training, gate, ln, w.gateWeight, nil, C, F, adapter: false)
         project(.up_proj, l, training, up, ln, w.upWeight, nil, C, F, adapter: false)
-        adaptersForward([.gate_proj, .up_proj], l, training, [gate, up], ln, C, [F, F])
+        adaptersForward(mlpInputAdapters, l, training, ln, C) { ($0 == .gate_proj ? gate : up, F) }
         Profiler.measure(.swiglu) { SwiGLU.forward(h, gate, up, N * F) }
         resOut.update(from: resid2, count: N * C)
         project(.down_proj, l, training, resOut, h, w.downWeight, nil, F, C, accumulate: true)
@@ -331,23 +339,27 @@ public final class LlamaModel {
         if adapter { adapterForward(target, l, training, out, inp, IC, OC) }
     }
 
-    /// The adapters of `targets`, which all read `inp`: out_j (N, OC_j) += scale · B_j (A_j inp).
-    /// With two or more present and no dropout in play, their A products are one sgemm
-    /// (LoRAAdapters stacks a layer's A's) into one (N, k·r) block; otherwise one at a time.
-    private func adaptersForward(_ targets: [LoRATarget], _ l: Int, _ training: Bool, _ outs: [UnsafeMutablePointer<Float>],
-                                 _ inp: UnsafePointer<Float>, _ IC: Int, _ OCs: [Int]) {
-        guard let lora else { return }
-        let present = targets.indices.filter { lora.slots[l][targets[$0].index] != nil }
-        guard present.count > 1 && !(training && lora.config.dropout > 0) else {
-            for j in present { adapterForward(targets[j], l, training, outs[j], inp, IC, OCs[j]) }
+    /// The adapters of `group`, which all read `inp`: out_t (N, OC_t) += scale · B_t (A_t inp), with
+    /// `output(t)` giving out_t and OC_t. With two or more and no dropout in play, their A
+    /// products are one sgemm (LoRAAdapters stacks a layer's A's) into one (N, k·r) block;
+    /// otherwise one at a time.
+    private func adaptersForward(_ group: [LoRATarget], _ l: Int, _ training: Bool, _ inp: UnsafePointer<Float>, _ IC: Int,
+                                 _ output: (LoRATarget) -> (UnsafeMutablePointer<Float>, Int)) {
+        guard let lora, !group.isEmpty else { return }
+        guard group.count > 1 && !(training && lora.config.dropout > 0) else {
+            for t in group {
+                let (out, OC) = output(t)
+                adapterForward(t, l, training, out, inp, IC, OC)
+            }
             return
         }
-        let N = batchSize * seqLen, r = lora.config.rank, R = present.count * r
-        let xa = loraXA(l, targets[present[0]])
+        let N = batchSize * seqLen, r = lora.config.rank, R = group.count * r
+        let xa = loraXA(l, group[0])
         Profiler.measure(.lora) {
-            LoRA.forwardA(xa, inp, lora.weights.pointer(at: lora.slots[l][targets[present[0]].index]!.a), N, IC, R)
-            for (i, j) in present.enumerated() {
-                LoRA.forwardB(outs[j], xa + i * r, R, lora.weights.pointer(at: lora.slots[l][targets[j].index]!.b), N, OCs[j], r,
+            LoRA.forwardA(xa, inp, lora.weights.pointer(at: lora.slots[l][group[0].index]!.a), N, IC, R)
+            for (i, t) in group.enumerated() {
+                let (out, OC) = output(t)
+                LoRA.forwardB(out, xa + i * r, R, lora.weights.pointer(at: lora.slots[l][t.index]!.b), N, OC, r,
                               scale: lora.config.scale)
             }
         }
@@ -364,8 +376,7 @@ public final class LlamaModel {
                                 _ out: UnsafeMutablePointer<Float>, _ inp: UnsafePointer<Float>, _ IC: Int, _ OC: Int) {
         let N = batchSize * seqLen
         guard let lora, let slotAB = lora.slots[l][target.index] else { return }
-        let cfg = lora.config, a = acts!.base, r = cfg.rank
-        let xa = a + o.loraXA + (slot(l) * LoRATarget.allCases.count + target.index) * N * r
+        let cfg = lora.config, a = acts!.base, r = cfg.rank, xa = loraXA(l, target)
         var xin = inp
         if training && cfg.dropout > 0 {
             Profiler.measure(.lora) { Dropout.forward(a + o.dropIn, inp, tokenKeys!, N, IC, p: cfg.dropout, key: dropKey(l, target)) }
@@ -394,18 +405,24 @@ public final class LlamaModel {
         let dh = a + o.dh, dgate = a + o.dgate, dup = a + o.dup
         let dq = a + o.dq, dk = a + o.dk, dv = a + o.dv, dAttn = a + o.dAttn
 
-        // MLP branch: resOut = resid2 + down(swiglu(gate(ln2), up(ln2))).
+        // MLP branch: resOut = resid2 + down(swiglu(gate(ln2), up(ln2))). h = swiglu(...) is not
+        // kept per layer. down's input gradient needs only its weights, so it comes first; the
+        // SwiGLU backward then rebuilds h in the same pass, and down's weight gradients read it.
         Profiler.measure(.rmsnorm) { RMSNorm.recompute(ln, a + o.rstd2 + l * N, resid2, p + w.postNorm, N, C) }
-        Profiler.measure(.swiglu) { SwiGLU.forward(h, gate, up, N * F) }
         dh.update(repeating: 0, count: N * F)
-        projectBackward(.down_proj, l, dh, dResid, h, w.downWeight, nil, F, C)
+        Profiler.measure(.linear) { Linear.backward(dh, nil, nil, dResid, h, p + w.downWeight, N, F, C) }
+        adapterBackwardInput(.down_proj, l, dh, dResid, F, C)
         dgate.update(repeating: 0, count: N * F)
         dup.update(repeating: 0, count: N * F)
-        Profiler.measure(.swiglu) { SwiGLU.backward(dgate, dup, dh, gate, up, N * F) }
+        Profiler.measure(.swiglu) { SwiGLU.backward(dgate, dup, h, dh, gate, up, N * F) }
+        if let dDown = fullGrad(w.downWeight) {
+            Profiler.measure(.linear) { Linear.backward(nil, dDown, nil, dResid, h, p + w.downWeight, N, F, C) }
+        }
+        adapterBackwardWeights(.down_proj, l, h, F)
         dln.update(repeating: 0, count: N * C)
         projectBackward(.gate_proj, l, dln, dgate, ln, w.gateWeight, nil, C, F, adapter: false)
         projectBackward(.up_proj, l, dln, dup, ln, w.upWeight, nil, C, F, adapter: false)
-        adaptersBackward([.gate_proj, .up_proj], l, dln, [dgate, dup], ln, C, [F, F])
+        adaptersBackward(mlpInputAdapters, l, dln, ln, C) { ($0 == .gate_proj ? dgate : dup, F) }
         Profiler.measure(.rmsnorm) { RMSNorm.backward(dResid, fullGrad(w.postNorm), dln, resid2, p + w.postNorm, a + o.rstd2 + l * N, N, C) }
 
         // Attention branch: resid2 = resIn + o(attention(rope(q(ln1)), rope(k(ln1)), v(ln1))).
@@ -419,17 +436,23 @@ public final class LlamaModel {
         Profiler.measure(.rope) { RoPE.backward(dq, intsPositions, ropeCos, ropeSin, N, c.numHeads, c.headDim) }
         Profiler.measure(.rope) { RoPE.backward(dk, intsPositions, ropeCos, ropeSin, N, c.numKVHeads, c.headDim) }
         Profiler.measure(.rmsnorm) { RMSNorm.recompute(ln, a + o.rstd1 + l * N, resIn, p + w.inputNorm, N, C) }
+        // The first layer's input gradient feeds only the embedding's: with a frozen embedding
+        // (LoRA) nothing reads it, so q/k/v and their adapters skip their input products.
+        let wantInput = l > 0 || fullGrad(layout.embedding) != nil
+        let dlnIn: UnsafeMutablePointer<Float>? = wantInput ? dln : nil
         dln.update(repeating: 0, count: N * C)
-        projectBackward(.q_proj, l, dln, dq, ln, w.qWeight, w.qBias, C, c.qDim, adapter: false)
-        projectBackward(.k_proj, l, dln, dk, ln, w.kWeight, w.kBias, C, c.kvDim, adapter: false)
-        projectBackward(.v_proj, l, dln, dv, ln, w.vWeight, w.vBias, C, c.kvDim, adapter: false)
-        adaptersBackward([.q_proj, .k_proj, .v_proj], l, dln, [dq, dk, dv], ln, C, [c.qDim, c.kvDim, c.kvDim])
-        Profiler.measure(.rmsnorm) { RMSNorm.backward(dResid, fullGrad(w.inputNorm), dln, resIn, p + w.inputNorm, a + o.rstd1 + l * N, N, C) }
+        projectBackward(.q_proj, l, dlnIn, dq, ln, w.qWeight, w.qBias, C, c.qDim, adapter: false)
+        projectBackward(.k_proj, l, dlnIn, dk, ln, w.kWeight, w.kBias, C, c.kvDim, adapter: false)
+        projectBackward(.v_proj, l, dlnIn, dv, ln, w.vWeight, w.vBias, C, c.kvDim, adapter: false)
+        adaptersBackward(attentionInputAdapters, l, dlnIn, ln, C) { $0 == .q_proj ? (dq, c.qDim) : ($0 == .k_proj ? dk : dv, c.kvDim) }
+        if wantInput || fullGrad(w.inputNorm) != nil {
+            Profiler.measure(.rmsnorm) { RMSNorm.backward(dResid, fullGrad(w.inputNorm), dln, resIn, p + w.inputNorm, a + o.rstd1 + l * N, N, C) }
+        }
     }
 
     /// dinp (N, IC) += ∂/∂inp of `project`; weight, bias and (unless `adapter` is false)
     /// adapter gradients accumulate.
-    private func projectBackward(_ target: LoRATarget, _ l: Int, _ dinp: UnsafeMutablePointer<Float>,
+    private func projectBackward(_ target: LoRATarget, _ l: Int, _ dinp: UnsafeMutablePointer<Float>?,
                                  _ dout: UnsafePointer<Float>, _ inp: UnsafePointer<Float>,
                                  _ weight: Int, _ bias: Int?, _ IC: Int, _ OC: Int, adapter: Bool = true) {
         let N = batchSize * seqLen, p = params.base
@@ -437,49 +460,74 @@ public final class LlamaModel {
         if adapter { adapterBackward(target, l, dinp, dout, inp, IC, OC) }
     }
 
-    /// Backward of `adaptersForward`: the B gradients and each adapter's ∂/∂xa into one (N, k·r)
-    /// block, then the stacked A's gradient and the input gradient in one sgemm each.
-    private func adaptersBackward(_ targets: [LoRATarget], _ l: Int, _ dinp: UnsafeMutablePointer<Float>,
-                                  _ douts: [UnsafeMutablePointer<Float>], _ inp: UnsafePointer<Float>, _ IC: Int, _ OCs: [Int]) {
-        guard let lora else { return }
-        let present = targets.indices.filter { lora.slots[l][targets[$0].index] != nil }
-        guard present.count > 1 && lora.config.dropout == 0 else {
-            for j in present { adapterBackward(targets[j], l, dinp, douts[j], inp, IC, OCs[j]) }
+    /// Backward of `adaptersForward`, with `output(t)` giving ∂/∂out_t and OC_t: the B gradients
+    /// and each adapter's ∂/∂xa into one (N, k·r) block, then the stacked A's gradient and the
+    /// input gradient in one sgemm each.
+    private func adaptersBackward(_ group: [LoRATarget], _ l: Int, _ dinp: UnsafeMutablePointer<Float>?,
+                                  _ inp: UnsafePointer<Float>, _ IC: Int,
+                                  _ output: (LoRATarget) -> (UnsafeMutablePointer<Float>, Int)) {
+        guard let lora, !group.isEmpty else { return }
+        guard group.count > 1 && lora.config.dropout == 0 else {
+            for t in group {
+                let (dout, OC) = output(t)
+                adapterBackward(t, l, dinp, dout, inp, IC, OC)
+            }
             return
         }
-        let N = batchSize * seqLen, r = lora.config.rank, R = present.count * r
-        let xa = loraXA(l, targets[present[0]]), dxa = acts!.base + o.loraDXA
-        let a0 = lora.slots[l][targets[present[0]].index]!.a
+        let N = batchSize * seqLen, r = lora.config.rank, R = group.count * r
+        let xa = loraXA(l, group[0]), dxa = acts!.base + o.loraDXA
+        let a0 = lora.slots[l][group[0].index]!.a
         Profiler.measure(.lora) {
-            for (i, j) in present.enumerated() {
-                let b = lora.slots[l][targets[j].index]!.b
-                LoRA.backwardB(lora.grads.pointer(at: b), dxa + i * r, R, douts[j], xa + i * r, R, lora.weights.pointer(at: b),
-                               N, OCs[j], r, scale: lora.config.scale, scratch: acts!.base + o.loraPartial, scratchThreads: o.loraThreads)
+            for (i, t) in group.enumerated() {
+                let b = lora.slots[l][t.index]!.b, (dout, OC) = output(t)
+                LoRA.backwardB(lora.grads.pointer(at: b), dxa + i * r, R, dout, xa + i * r, R, lora.weights.pointer(at: b),
+                               N, OC, r, scale: lora.config.scale, scratch: acts!.base + o.loraPartial, scratchThreads: o.loraThreads)
             }
             LoRA.backwardA(dinp, lora.grads.pointer(at: a0), dxa, inp, lora.weights.pointer(at: a0), N, IC, R)
         }
     }
 
-    /// Backward of `adapterForward`.
-    private func adapterBackward(_ target: LoRATarget, _ l: Int, _ dinp: UnsafeMutablePointer<Float>,
+    /// Backward of `adapterForward`; dinp nil when no input gradient is wanted.
+    private func adapterBackward(_ target: LoRATarget, _ l: Int, _ dinp: UnsafeMutablePointer<Float>?,
                                  _ dout: UnsafePointer<Float>, _ inp: UnsafePointer<Float>, _ IC: Int, _ OC: Int) {
-        let N = batchSize * seqLen
+        adapterBackwardInput(target, l, dinp, dout, IC, OC)
+        adapterBackwardWeights(target, l, inp, IC)
+    }
+
+    /// The half of `adapterBackward` that needs no layer input: dB, the adapter's ∂/∂(A x) (left in
+    /// the loraDXA scratch for `adapterBackwardWeights`), and dinp (N, IC) += its part, through
+    /// the dropout mask when dropout is on.
+    private func adapterBackwardInput(_ target: LoRATarget, _ l: Int, _ dinp: UnsafeMutablePointer<Float>?,
+                                      _ dout: UnsafePointer<Float>, _ IC: Int, _ OC: Int) {
         guard let lora, let slotAB = lora.slots[l][target.index] else { return }
-        let cfg = lora.config, a = acts!.base, r = cfg.rank
-        let xa = a + o.loraXA + (slot(l) * LoRATarget.allCases.count + target.index) * N * r
+        let N = batchSize * seqLen, cfg = lora.config, a = acts!.base, r = cfg.rank, dxa = a + o.loraDXA
         let A = lora.weights.pointer(at: slotAB.a), Bw = lora.weights.pointer(at: slotAB.b)
-        let dA = lora.grads.pointer(at: slotAB.a), dB = lora.grads.pointer(at: slotAB.b)
-        if cfg.dropout > 0 {
-            let key = dropKey(l, target)
-            Profiler.measure(.lora) { Dropout.forward(a + o.dropIn, inp, tokenKeys!, N, IC, p: cfg.dropout, key: key) }
-            let dDrop = a + o.dropGrad
-            dDrop.update(repeating: 0, count: N * IC)
-            Profiler.measure(.lora) { LoRA.backward(dDrop, dA, dB, a + o.loraDXA, dout, a + o.dropIn, xa, A, Bw, N, IC, OC, r, scale: cfg.scale,
-                                                    scratch: a + o.loraPartial, scratchThreads: o.loraThreads) }
-            Profiler.measure(.lora) { Dropout.backward(dinp, dDrop, tokenKeys!, N, IC, p: cfg.dropout, key: key) }
-        } else {
-            Profiler.measure(.lora) { LoRA.backward(dinp, dA, dB, a + o.loraDXA, dout, inp, xa, A, Bw, N, IC, OC, r, scale: cfg.scale,
-                                                    scratch: a + o.loraPartial, scratchThreads: o.loraThreads) }
+        Profiler.measure(.lora) {
+            LoRA.backwardB(lora.grads.pointer(at: slotAB.b), dxa, r, dout, loraXA(l, target), r, Bw, N, OC, r, scale: cfg.scale,
+                           scratch: a + o.loraPartial, scratchThreads: o.loraThreads)
+            guard let dinp else { return }
+            if cfg.dropout > 0 {
+                let dDrop = a + o.dropGrad
+                dDrop.update(repeating: 0, count: N * IC)
+                LoRA.backwardInput(dDrop, dxa, A, N, IC, r)
+                Dropout.backward(dinp, dDrop, tokenKeys!, N, IC, p: cfg.dropout, key: dropKey(l, target))
+            } else {
+                LoRA.backwardInput(dinp, dxa, A, N, IC, r)
+            }
+        }
+    }
+
+    /// The other half: dA (r, IC) += ∂/∂(A x)ᵀ · inp, with inp dropped out again as in forward.
+    private func adapterBackwardWeights(_ target: LoRATarget, _ l: Int, _ inp: UnsafePointer<Float>, _ IC: Int) {
+        guard let lora, let slotAB = lora.slots[l][target.index] else { return }
+        let N = batchSize * seqLen, cfg = lora.config, a = acts!.base, r = cfg.rank
+        Profiler.measure(.lora) {
+            var xin = inp
+            if cfg.dropout > 0 {
+                Dropout.forward(a + o.dropIn, inp, tokenKeys!, N, IC, p: cfg.dropout, key: dropKey(l, target))
+                xin = UnsafePointer(a + o.dropIn)
+            }
+            LoRA.backwardA(nil, lora.grads.pointer(at: slotAB.a), a + o.loraDXA, xin, lora.weights.pointer(at: slotAB.a), N, IC, r)
         }
     }
 }
