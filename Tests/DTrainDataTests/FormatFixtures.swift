@@ -111,9 +111,7 @@ struct SmolLM2 {
 
 /// A fresh temporary directory for one test.
 func temporaryDirectory() throws -> URL {
-    let url = FileManager.default.temporaryDirectory.appendingPathComponent("dtrain-data-tests-\(UUID().uuidString)")
-    try FileManager.default.createDirectory(at: url, withIntermediateDirectories: true)
-    return url
+    try TestScratch.directory("data")
 }
 
 /// Writes `lines` joined by newlines (plus a final one) to `name` in `dir`; returns the path.

@@ -32,9 +32,7 @@ import Testing
     }
 
     func scratch() throws -> URL {
-        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("ckpt-\(UUID().uuidString)")
-        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
-        return dir
+        try TestScratch.directory("ckpt")
     }
 
     @Test func roundTripIsExact() throws {

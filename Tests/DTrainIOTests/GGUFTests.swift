@@ -121,7 +121,7 @@ fileprivate func le<T: FixedWidthInteger>(_ x: T) -> [UInt8] {
 }
 
 fileprivate func writeTemp(_ bytes: [UInt8]) throws -> String {
-    let url = FileManager.default.temporaryDirectory.appendingPathComponent("dtrain-gguf-\(UUID().uuidString).gguf")
+    let url = TestScratch.file("broken.gguf")
     try Data(bytes).write(to: url)
     return url.path
 }

@@ -1,5 +1,6 @@
 import DTrainCore
 import DTrainIO
+import DTrainTestSupport
 import Foundation
 import Testing
 
@@ -15,7 +16,7 @@ import Testing
         data.append(Data(json.utf8))
         for i in 0..<count { var f = Float(i); data.append(Data(bytes: &f, count: 4)) }
         data.removeLast(dropBytes)
-        let path = FileManager.default.temporaryDirectory.appendingPathComponent("dtrain-st-\(UUID().uuidString)-\(name)").path
+        let path = TestScratch.file(name).path
         try data.write(to: URL(fileURLWithPath: path))
         return path
     }

@@ -147,8 +147,7 @@ private func writeGGUF(_ entries: [(String, GGUFValue)]) throws -> String {
         u32(typeID(v))
         value(v)
     }
-    let path = FileManager.default.temporaryDirectory
-        .appendingPathComponent("dtrain-tokenizer-\(UUID().uuidString).gguf").path
+    let path = TestScratch.file("tokenizer.gguf").path
     try Data(out).write(to: URL(fileURLWithPath: path))
     return path
 }
@@ -212,8 +211,7 @@ private func tinyVocabulary() -> [(String, GGUFValue)] {
 }
 
 @Test func huggingFaceDirectoryLoaderReadsConfig() throws {
-    let dir = FileManager.default.temporaryDirectory.appendingPathComponent("dtrain-hf-\(UUID().uuidString)")
-    try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+    let dir = try TestScratch.directory("hf")
     defer { try? FileManager.default.removeItem(at: dir) }
     #expect(throws: TokenizerLoaderError.self) { _ = try TokenizerLoader.fromHuggingFaceDirectory(dir) }
 

@@ -3,14 +3,9 @@ import DTrainTestSupport
 import Foundation
 import Testing
 
-/// Where this test process's runs write: one directory, removed when the process exits. A full
-/// fine-tune's checkpoint is 1.6 GB, so tests that make them also remove their runs as they finish.
-let testRunRoot: URL = {
-    let root = FileManager.default.temporaryDirectory.appendingPathComponent("dtrain-tests-\(getpid())")
-    try? FileManager.default.createDirectory(at: root, withIntermediateDirectories: true)
-    atexit { try? FileManager.default.removeItem(at: testRunRoot) }
-    return root
-}()
+/// Where this test process's runs write (removed when the process exits). A full fine-tune's
+/// checkpoint is 1.6 GB, so tests that make them also remove their runs as they finish.
+var testRunRoot: URL { TestScratch.root }
 
 /// Removes a run's directory (the parent of its config).
 func removeRun(config: String) {

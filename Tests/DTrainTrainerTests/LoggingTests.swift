@@ -5,6 +5,7 @@
 // TensorBoard's own Python `RecordWriter` (hex below), so the writer is checked against the format
 // and not against itself.
 @testable import DTrainTrainer
+import DTrainTestSupport
 import Foundation
 import Testing
 
@@ -12,9 +13,7 @@ import Testing
 
 /// A fresh, empty directory under the system's temporary directory.
 private func temporaryDirectory(_ label: String) throws -> URL {
-    let url = FileManager.default.temporaryDirectory.appendingPathComponent("dtrain-log-\(label)-\(UUID().uuidString)")
-    try FileManager.default.createDirectory(at: url, withIntermediateDirectories: true)
-    return url
+    try TestScratch.directory("log-\(label)")
 }
 
 private func bytes(fromHex hex: String) -> [UInt8] {

@@ -7,7 +7,7 @@ import Testing
 /// children (daemons) outlive it.
 @discardableResult
 func shell(_ command: String, _ args: [String]) throws -> (status: Int32, out: String) {
-    let log = FileManager.default.temporaryDirectory.appendingPathComponent("shell-\(UUID().uuidString).log").path
+    let log = TestScratch.file("shell.log").path
     defer { unlink(log) }
     let argv = ["/bin/sh", "-c", "exec \"$0\" \"$@\" </dev/null >'\(log)' 2>&1", command] + args
     var cArgs = argv.map { strdup($0) } + [nil]
