@@ -18,15 +18,17 @@ public enum Linear {
     }
 
     /// dinp (N, IC) += dout·W; dweight (OC, IC) += doutᵀ·inp; dbias (OC) += Σ_n dout.
-    /// Each gradient is skipped when nil (frozen weights, or no input gradient wanted).
+    /// Each gradient is skipped when nil (frozen weights, or no input gradient wanted). With
+    /// `accumulateInput` false, dinp is written instead of added to: the first of several
+    /// products into one activation gradient then needs no zeroed buffer.
     public static func backward(_ dinp: UnsafeMutablePointer<Float>?, _ dweight: UnsafeMutablePointer<Float>?,
                                 _ dbias: UnsafeMutablePointer<Float>?,
                                 _ dout: UnsafePointer<Float>, _ inp: UnsafePointer<Float>,
-                                _ weight: UnsafePointer<Float>, _ N: Int, _ IC: Int, _ OC: Int) {
+                                _ weight: UnsafePointer<Float>, _ N: Int, _ IC: Int, _ OC: Int, accumulateInput: Bool = true) {
         if let dinp {
             // (N, OC) x (OC, IC) -> (N, IC)
             cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, Int32(N), Int32(IC), Int32(OC),
-                        1, dout, Int32(OC), weight, Int32(IC), 1, dinp, Int32(IC))
+                        1, dout, Int32(OC), weight, Int32(IC), accumulateInput ? 1 : 0, dinp, Int32(IC))
         }
         if let dweight {
             // (OC, N) x (N, IC) -> (OC, IC): A = dout transposed.

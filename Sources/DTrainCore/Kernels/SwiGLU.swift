@@ -20,9 +20,10 @@ public enum SwiGLU {
         }
     }
 
-    /// dgate += dout · up · σ(g)(1 + g(1-σ(g))); dup += dout · silu(g); and h = silu(g) · up, the
+    /// dgate = dout · up · σ(g)(1 + g(1-σ(g))); dup = dout · silu(g); and h = silu(g) · up, the
     /// forward's output rebuilt in the same pass (backward needs h only after dout is known, for
     /// down_proj's weight gradients, so the model does not store it or run `forward` again). All (N·F).
+    /// The gradients are written, not added to: gate and up feed nothing but this activation.
     public static func backward(_ dgate: UnsafeMutablePointer<Float>, _ dup: UnsafeMutablePointer<Float>,
                                 _ h: UnsafeMutablePointer<Float>,
                                 _ dout: UnsafePointer<Float>, _ gate: UnsafePointer<Float>,
@@ -32,15 +33,15 @@ public enum SwiGLU {
             while i + 8 <= r.upperBound {
                 let g = FastMath.load(gate, i), u = FastMath.load(up, i), d = FastMath.load(dout, i), s = FastMath.sigmoid(g)
                 let silu = g * s
-                FastMath.store(FastMath.load(dgate, i) + d * u * s * (1 + g * (1 - s)), dgate, i)
-                FastMath.store(FastMath.load(dup, i) + d * silu, dup, i)
+                FastMath.store(d * u * s * (1 + g * (1 - s)), dgate, i)
+                FastMath.store(d * silu, dup, i)
                 FastMath.store(silu * u, h, i)
                 i += 8
             }
             while i < r.upperBound {
                 let g = gate[i], s = 1 / (1 + expf(-g))
-                dgate[i] += dout[i] * up[i] * s * (1 + g * (1 - s))
-                dup[i] += dout[i] * g * s
+                dgate[i] = dout[i] * up[i] * s * (1 + g * (1 - s))
+                dup[i] = dout[i] * g * s
                 h[i] = g / (1 + expf(-g)) * up[i]  // as forward computes it, to the bit
                 i += 1
             }

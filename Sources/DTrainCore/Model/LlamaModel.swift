@@ -409,25 +409,21 @@ public final class LlamaModel {
         // kept per layer. down's input gradient needs only its weights, so it comes first; the
         // SwiGLU backward then rebuilds h in the same pass, and down's weight gradients read it.
         Profiler.measure(.rmsnorm) { RMSNorm.recompute(ln, a + o.rstd2 + l * N, resid2, p + w.postNorm, N, C) }
-        dh.update(repeating: 0, count: N * F)
-        Profiler.measure(.linear) { Linear.backward(dh, nil, nil, dResid, h, p + w.downWeight, N, F, C) }
+        // Each activation gradient's first product writes it (no zeroing pass); the rest add.
+        Profiler.measure(.linear) { Linear.backward(dh, nil, nil, dResid, h, p + w.downWeight, N, F, C, accumulateInput: false) }
         adapterBackwardInput(.down_proj, l, dh, dResid, F, C)
-        dgate.update(repeating: 0, count: N * F)
-        dup.update(repeating: 0, count: N * F)
         Profiler.measure(.swiglu) { SwiGLU.backward(dgate, dup, h, dh, gate, up, N * F) }
         if let dDown = fullGrad(w.downWeight) {
             Profiler.measure(.linear) { Linear.backward(nil, dDown, nil, dResid, h, p + w.downWeight, N, F, C) }
         }
         adapterBackwardWeights(.down_proj, l, h, F)
-        dln.update(repeating: 0, count: N * C)
-        projectBackward(.gate_proj, l, dln, dgate, ln, w.gateWeight, nil, C, F, adapter: false)
+        projectBackward(.gate_proj, l, dln, dgate, ln, w.gateWeight, nil, C, F, adapter: false, firstInputWriter: true)
         projectBackward(.up_proj, l, dln, dup, ln, w.upWeight, nil, C, F, adapter: false)
         adaptersBackward(mlpInputAdapters, l, dln, ln, C) { ($0 == .gate_proj ? dgate : dup, F) }
         Profiler.measure(.rmsnorm) { RMSNorm.backward(dResid, fullGrad(w.postNorm), dln, resid2, p + w.postNorm, a + o.rstd2 + l * N, N, C) }
 
         // Attention branch: resid2 = resIn + o(attention(rope(q(ln1)), rope(k(ln1)), v(ln1))).
-        dAttn.update(repeating: 0, count: N * c.qDim)
-        projectBackward(.o_proj, l, dAttn, dResid, attnOut, w.oWeight, nil, c.qDim, C)
+        projectBackward(.o_proj, l, dAttn, dResid, attnOut, w.oWeight, nil, c.qDim, C, firstInputWriter: true)
         dq.update(repeating: 0, count: N * c.qDim)
         dk.update(repeating: 0, count: N * c.kvDim)
         dv.update(repeating: 0, count: N * c.kvDim)
@@ -440,8 +436,7 @@ public final class LlamaModel {
         // (LoRA) nothing reads it, so q/k/v and their adapters skip their input products.
         let wantInput = l > 0 || fullGrad(layout.embedding) != nil
         let dlnIn: UnsafeMutablePointer<Float>? = wantInput ? dln : nil
-        dln.update(repeating: 0, count: N * C)
-        projectBackward(.q_proj, l, dlnIn, dq, ln, w.qWeight, w.qBias, C, c.qDim, adapter: false)
+        projectBackward(.q_proj, l, dlnIn, dq, ln, w.qWeight, w.qBias, C, c.qDim, adapter: false, firstInputWriter: true)
         projectBackward(.k_proj, l, dlnIn, dk, ln, w.kWeight, w.kBias, C, c.kvDim, adapter: false)
         projectBackward(.v_proj, l, dlnIn, dv, ln, w.vWeight, w.vBias, C, c.kvDim, adapter: false)
         adaptersBackward(attentionInputAdapters, l, dlnIn, ln, C) { $0 == .q_proj ? (dq, c.qDim) : ($0 == .k_proj ? dk : dv, c.kvDim) }
@@ -450,13 +445,15 @@ public final class LlamaModel {
         }
     }
 
-    /// dinp (N, IC) += ∂/∂inp of `project`; weight, bias and (unless `adapter` is false)
-    /// adapter gradients accumulate.
+    /// dinp (N, IC) += ∂/∂inp of `project` (= when `firstInputWriter`: nothing has written dinp
+    /// yet); weight, bias and (unless `adapter` is false) adapter gradients accumulate.
     private func projectBackward(_ target: LoRATarget, _ l: Int, _ dinp: UnsafeMutablePointer<Float>?,
                                  _ dout: UnsafePointer<Float>, _ inp: UnsafePointer<Float>,
-                                 _ weight: Int, _ bias: Int?, _ IC: Int, _ OC: Int, adapter: Bool = true) {
+                                 _ weight: Int, _ bias: Int?, _ IC: Int, _ OC: Int, adapter: Bool = true,
+                                 firstInputWriter: Bool = false) {
         let N = batchSize * seqLen, p = params.base
-        Profiler.measure(.linear) { Linear.backward(dinp, fullGrad(weight), fullGrad(bias), dout, inp, p + weight, N, IC, OC) }
+        Profiler.measure(.linear) { Linear.backward(dinp, fullGrad(weight), fullGrad(bias), dout, inp, p + weight, N, IC, OC,
+                                                    accumulateInput: !firstInputWriter) }
         if adapter { adapterBackward(target, l, dinp, dout, inp, IC, OC) }
     }
 
