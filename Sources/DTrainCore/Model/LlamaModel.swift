@@ -392,7 +392,8 @@ public final class LlamaModel {
 
     // MARK: - Backward
 
-    /// On entry dResid holds ∂L/∂(output of layer l); on exit ∂L/∂(input of layer l).
+    /// On entry dResid holds ∂L/∂(output of layer l); on exit ∂L/∂(input of layer l), except after
+    /// layer 0 when the embedding is frozen: nothing reads that gradient, so it is not finished.
     private func layerBackward(_ l: Int) {
         if recompute { layerForward(l, training: true) }
         let c = config, B = batchSize, T = seqLen, N = B * T, C = c.hiddenSize, F = c.intermediateSize
