@@ -51,8 +51,8 @@ import Testing
         expectGradient(dx.array, numericGradient(x.p, x.count, loss), "rope dx")
     }
 
-    @Test(arguments: [false, true])
-    func attention(packed: Bool) {
+    @Test(arguments: [false, true], [false, true])
+    func attention(packed: Bool, keep: Bool) {
         // Grouped-query: 4 query heads share 2 key/value heads.
         let B = 2, T = 5, NH = 4, KVH = 2, HD = 4
         let qDim = NH * HD, kvDim = KVH * HD
@@ -63,9 +63,10 @@ import Testing
         let seg: [Int32]? = packed ? [0, 0, 2, 2, 2, 0, 0, 0, 0, 0] : nil
         let out = Buf(zeros: B * T * qDim), lse = Buf(zeros: B * NH * T)
         let scratch = Buf(zeros: Attention.backwardScratchCount(T: T, HD: HD, group: NH / KVH))
+        let kept = Buf(zeros: Attention.keptCount(B: B, T: T, NH: NH, KVH: KVH))
         let loss = { () -> Double in
             seg.withOptionalPointer { s in
-                Attention.forward(out.p, lse.p, q.p, k.p, v.p, s, scratch.p, B, T, NH, KVH, HD)
+                Attention.forward(out.p, lse.p, keep ? kept.p : nil, q.p, k.p, v.p, s, scratch.p, B, T, NH, KVH, HD)
             }
             return weightedSum(out.p, w)
         }
@@ -73,11 +74,32 @@ import Testing
         let dq = Buf(zeros: q.count), dk = Buf(zeros: k.count)
         let dv = Buf(zeros: v.count)
         seg.withOptionalPointer { s in
-            Attention.backward(dq.p, dk.p, dv.p, w, out.p, lse.p, q.p, k.p, v.p, s, scratch.p, B, T, NH, KVH, HD)
+            Attention.backward(dq.p, dk.p, dv.p, w, out.p, lse.p, keep ? kept.p : nil, q.p, k.p, v.p, s, scratch.p, B, T, NH, KVH, HD)
         }
         expectGradient(dq.array, numericGradient(q.p, q.count, eps: 1e-3, loss), "attention dq")
         expectGradient(dk.array, numericGradient(k.p, k.count, eps: 1e-3, loss), "attention dk")
         expectGradient(dv.array, numericGradient(v.p, v.count, eps: 1e-3, loss), "attention dv")
+    }
+
+    /// Backward from the probabilities forward kept equals backward recomputing them, over several
+    /// query blocks (the last one partial) and packed rows, where the kept layout's offsets matter.
+    @Test func attentionKeptProbabilitiesMatchRecomputed() {
+        let B = 2, T = 150, NH = 6, KVH = 2, HD = 8, qDim = NH * HD, kvDim = KVH * HD
+        let q = Buf(randomFloats(B * T * qDim, seed: 50)), k = Buf(randomFloats(B * T * kvDim, seed: 51))
+        let v = Buf(randomFloats(B * T * kvDim, seed: 52)), w = randomFloats(B * T * qDim, seed: 53)
+        let seg: [Int32] = (0..<(B * T)).map { i in let t = i % T; return i < T ? Int32(t < 70 ? 0 : 70) : 0 }
+        let scratch = Buf(zeros: Attention.backwardScratchCount(T: T, HD: HD, group: NH / KVH))
+        let kept = Buf(zeros: Attention.keptCount(B: B, T: T, NH: NH, KVH: KVH))
+        var results: [[Float]] = []
+        for keep in [false, true] {
+            let out = Buf(zeros: B * T * qDim), lse = Buf(zeros: B * NH * T)
+            Attention.forward(out.p, lse.p, keep ? kept.p : nil, q.p, k.p, v.p, seg, scratch.p, B, T, NH, KVH, HD)
+            let dq = Buf(zeros: q.count), dk = Buf(zeros: k.count), dv = Buf(zeros: v.count)
+            Attention.backward(dq.p, dk.p, dv.p, w, out.p, lse.p, keep ? kept.p : nil, q.p, k.p, v.p, seg, scratch.p, B, T, NH, KVH, HD)
+            results.append(out.array + dq.array + dk.array + dv.array)
+        }
+        let c = compare(results[1], results[0], label: "attention output and gradients, kept vs recomputed probabilities")
+        #expect(c.maxRelToScale < 1e-5, "\(c)")
     }
 
     @Test func attentionPackingIsolatesExamples() {
@@ -87,9 +109,9 @@ import Testing
         let scratch = Buf(zeros: Attention.backwardScratchCount(T: T, HD: HD, group: NH / KVH))
         let packedOut = Buf(zeros: T * qDim), lse = Buf(zeros: NH * T)
         let seg: [Int32] = [0, 0, 2, 2, 2]
-        Attention.forward(packedOut.p, lse.p, q, k, v, seg, scratch.p, 1, T, NH, KVH, HD)
+        Attention.forward(packedOut.p, lse.p, nil, q, k, v, seg, scratch.p, 1, T, NH, KVH, HD)
         let alone = Buf(zeros: 3 * qDim), lse3 = Buf(zeros: NH * 3)
-        Attention.forward(alone.p, lse3.p, Array(q[(2 * qDim)...]), Array(k[(2 * kvDim)...]), Array(v[(2 * kvDim)...]),
+        Attention.forward(alone.p, lse3.p, nil, Array(q[(2 * qDim)...]), Array(k[(2 * kvDim)...]), Array(v[(2 * kvDim)...]),
                           nil, scratch.p, 1, 3, NH, KVH, HD)
         let c = compare(Array(packedOut.array[(2 * qDim)...]), alone.array, label: "second packed example vs alone")
         #expect(c.maxAbs < 1e-6, "\(c)")

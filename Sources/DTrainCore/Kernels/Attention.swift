@@ -9,8 +9,9 @@ import Foundation
 ///
 /// Queries are processed in blocks of `queryBlock` rows, each against only the keys it can see
 /// (0..<end of block), which skips most of the masked upper triangle (62% of the full T² work at
-/// T = 256). Probabilities are not stored: forward keeps the log-sum-exp of each score row and
-/// backward recomputes them, saving B·NH·T² floats per layer.
+/// T = 256). Forward keeps the log-sum-exp of each score row, and backward recomputes the
+/// probabilities from it, unless the caller gives forward room to keep them (`keptCount`):
+/// then backward skips one of its five products per block and every exponential.
 public enum Attention {
     /// Query rows per block.
     public static let queryBlock = 64
@@ -25,6 +26,24 @@ public enum Attention {
     /// gradients, (group·queryBlock, HD) each, and its scores and their gradient, (group·queryBlock, T) each.
     public static func backwardScratchCount(T: Int, HD: Int, group: Int) -> Int {
         group * queryBlock * (2 * T + 3 * HD)
+    }
+
+    /// Floats `forward` may keep for `backward`: every query block's exponentials E (G·rows, keys)
+    /// for each (batch row, key/value head), then each score row's 1/Σ, (B, NH, T). For the
+    /// causal blocks this is 62% of B·NH·T² at T = 256 (5.9 MB per layer for SmolLM2 at 4 × 256).
+    public static func keptCount(B: Int, T: Int, NH: Int, KVH: Int) -> Int {
+        B * KVH * keptBlockOffset(T, T: T, group: NH / KVH) + B * NH * T
+    }
+
+    /// Offset, within one (batch row, key/value head), of the kept exponentials of the query block
+    /// starting at q0: the blocks before it, each (G·rows, keys) with keys = the block's end.
+    static func keptBlockOffset(_ q0: Int, T: Int, group G: Int) -> Int {
+        var offset = 0
+        for start in stride(from: 0, to: q0, by: queryBlock) {
+            let end = min(T, start + queryBlock)
+            offset += G * (end - start) * end
+        }
+        return offset
     }
 
     /// Copies the HD-wide rows of query heads g·G..<(g+1)·G at tokens q0..<q0+rows of `src`
@@ -43,43 +62,50 @@ public enum Attention {
     ///
     /// The G = NH/KVH query heads that share a key/value head are stacked, so each block is one
     /// (G·rows)-row product against its keys rather than G products of `rows` rows.
+    /// kept (`keptCount` floats) or nil: where to leave the exponentials for `backward`.
     public static func forward(_ out: UnsafeMutablePointer<Float>, _ lse: UnsafeMutablePointer<Float>,
+                               _ kept: UnsafeMutablePointer<Float>?,
                                _ q: UnsafePointer<Float>, _ k: UnsafePointer<Float>, _ v: UnsafePointer<Float>,
                                _ segStart: UnsafePointer<Int32>?, _ scratch: UnsafeMutablePointer<Float>,
                                _ B: Int, _ T: Int, _ NH: Int, _ KVH: Int, _ HD: Int) {
         let qDim = NH * HD, kvDim = KVH * HD, G = NH / KVH
         let scale = 1 / Float(HD).squareRoot()
         let maxRows = G * queryBlock
+        let perHead = keptBlockOffset(T, T: T, group: G), keptScale = kept.map { $0 + B * KVH * perHead }
         // Per block: stacked queries Qs and outputs Os (G·rows, HD); exponentials E (G·rows, keys)
-        // with row stride T; (G·rows) reciprocal sums.
-        let qs = scratch, os = scratch + maxRows * HD, p = scratch + 2 * maxRows * HD
-        let rowScale = p + maxRows * T
+        // with row stride T, or in `kept` with row stride keys; (G·rows) reciprocal sums.
+        let qs = scratch, os = scratch + maxRows * HD, scratchP = scratch + 2 * maxRows * HD
+        let rowScale = scratchP + maxRows * T
         for b in 0..<B {
             for g in 0..<KVH {
                 let kb = k + b * T * kvDim + g * HD
                 let vb = v + b * T * kvDim + g * HD
                 for q0 in stride(from: 0, to: T, by: queryBlock) {
                     let q1 = min(T, q0 + queryBlock), rows = q1 - q0, keys = q1, M = G * rows
+                    let p = kept.map { $0 + (b * KVH + g) * perHead + keptBlockOffset(q0, T: T, group: G) } ?? scratchP
+                    let ldp = kept == nil ? T : keys
                     gather(qs, q, b: b, g: g, q0: q0, rows: rows, T, G, qDim, HD)
                     // S (M, keys) = scale · Qs (M, HD) · K[0..<keys] (keys, HD)ᵀ
                     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Int32(M), Int32(keys), Int32(HD),
-                                scale, qs, Int32(HD), kb, Int32(kvDim), 0, p, Int32(T))
+                                scale, qs, Int32(HD), kb, Int32(kvDim), 0, p, Int32(ldp))
                     // E = exp(S - rowmax), masked; each row's 1/Σ is applied to its (HD) output
                     // row rather than its (keys) probabilities, which saves a pass over E.
                     for r in 0..<M {
-                        let j = r / rows, t = q0 + r % rows, row = p + r * T
+                        let j = r / rows, t = q0 + r % rows, row = p + r * ldp
                         let lo = segStart.map { Int($0[b * T + t]) } ?? 0
                         let width = t - lo + 1
                         let mx = FastMath.max(row + lo, width)
                         let sum = FastMath.expShifted(row + lo, row + lo, width, shift: mx)
                         if lo > 0 { row.update(repeating: 0, count: lo) }
                         if keys > t + 1 { (row + t + 1).update(repeating: 0, count: keys - t - 1) }
-                        lse[(b * NH + g * G + j) * T + t] = mx + logf(sum)
+                        let at = (b * NH + g * G + j) * T + t
+                        lse[at] = mx + logf(sum)
                         rowScale[r] = 1 / sum
+                        keptScale?[at] = 1 / sum
                     }
                     // Os (M, HD) = E (M, keys) · V[0..<keys] (keys, HD); out rows = Os rows / Σ
                     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, Int32(M), Int32(HD), Int32(keys),
-                                1, p, Int32(T), vb, Int32(kvDim), 0, os, Int32(HD))
+                                1, p, Int32(ldp), vb, Int32(kvDim), 0, os, Int32(HD))
                     for r in 0..<M {
                         let j = r / rows, t = q0 + r % rows
                         let dst = out + (b * T + t) * qDim + (g * G + j) * HD, src = os + r * HD, f = rowScale[r]
@@ -91,10 +117,12 @@ public enum Attention {
     }
 
     /// dq (B, T, NH·HD), dk and dv (B, T, KVH·HD) += gradients, from dout (B, T, NH·HD) and the
-    /// forward's out and lse. Query heads are stacked per key/value head as in `forward`.
+    /// forward's out, lse and (when forward was given it) kept. Query heads are stacked per
+    /// key/value head as in `forward`.
     public static func backward(_ dq: UnsafeMutablePointer<Float>, _ dk: UnsafeMutablePointer<Float>,
                                 _ dv: UnsafeMutablePointer<Float>,
                                 _ dout: UnsafePointer<Float>, _ out: UnsafePointer<Float>, _ lse: UnsafePointer<Float>,
+                                _ kept: UnsafePointer<Float>?,
                                 _ q: UnsafePointer<Float>, _ k: UnsafePointer<Float>, _ v: UnsafePointer<Float>,
                                 _ segStart: UnsafePointer<Int32>?, _ scratch: UnsafeMutablePointer<Float>,
                                 _ B: Int, _ T: Int, _ NH: Int, _ KVH: Int, _ HD: Int) {
@@ -104,6 +132,7 @@ public enum Attention {
         // Per block: stacked Qs, dOs and dQs (G·rows, HD); P and dP (then dS) (G·rows, keys) with row stride T.
         let qs = scratch, dos = scratch + maxRows * HD, dqs = scratch + 2 * maxRows * HD
         let p = scratch + 3 * maxRows * HD, dp = p + maxRows * T
+        let perHead = keptBlockOffset(T, T: T, group: G), keptScale = kept.map { $0 + B * KVH * perHead }
         for b in 0..<B {
             for g in 0..<KVH {
                 let kvOff = b * T * kvDim + g * HD
@@ -112,23 +141,36 @@ public enum Attention {
                     let q1 = min(T, q0 + queryBlock), rows = q1 - q0, keys = q1, M = G * rows
                     gather(qs, q, b: b, g: g, q0: q0, rows: rows, T, G, qDim, HD)
                     gather(dos, dout, b: b, g: g, q0: q0, rows: rows, T, G, qDim, HD)
-                    // S = scale·Qs Kᵀ (M, keys), and dP (M, keys) = dOs (M, HD) · V[0..<keys] (keys, HD)ᵀ
-                    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Int32(M), Int32(keys), Int32(HD),
-                                scale, qs, Int32(HD), kb, Int32(kvDim), 0, p, Int32(T))
+                    // dP (M, keys) = dOs (M, HD) · V[0..<keys] (keys, HD)ᵀ
                     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Int32(M), Int32(keys), Int32(HD),
                                 1, dos, Int32(HD), vb, Int32(kvDim), 0, dp, Int32(T))
-                    // In one pass per row: P = exp(S - lse) and dS = P ∘ (dP - D), with
-                    // D_t = Σ_d dO[t,d]·O[t,d] = Σ_j P[t,j]·dP[t,j]; both zero where masked.
-                    for r in 0..<M {
-                        let j = r / rows, t = q0 + r % rows, row = p + r * T, drow = dp + r * T
-                        let lo = segStart.map { Int($0[b * T + t]) } ?? 0
-                        let at = (b * T + t) * qDim + (g * G + j) * HD
-                        let d = FastMath.dot(dout + at, out + at, HD)
-                        softmaxGradientRow(row + lo, drow + lo, t - lo + 1, lse: lse[(b * NH + g * G + j) * T + t], rowDot: d)
-                        if lo > 0 { row.update(repeating: 0, count: lo); drow.update(repeating: 0, count: lo) }
-                        if keys > t + 1 {
-                            (row + t + 1).update(repeating: 0, count: keys - t - 1)
-                            (drow + t + 1).update(repeating: 0, count: keys - t - 1)
+                    if let kept, let keptScale {
+                        // P = E / Σ from what forward kept (zero where masked), and dS = P ∘ (dP - D).
+                        let e = kept + (b * KVH + g) * perHead + keptBlockOffset(q0, T: T, group: G)
+                        for r in 0..<M {
+                            let j = r / rows, t = q0 + r % rows
+                            let at = (b * T + t) * qDim + (g * G + j) * HD
+                            let d = FastMath.dot(dout + at, out + at, HD)
+                            scaledGradientRow(p + r * T, dp + r * T, e + r * keys, keys,
+                                              rowScale: keptScale[(b * NH + g * G + j) * T + t], rowDot: d)
+                        }
+                    } else {
+                        // S = scale·Qs Kᵀ (M, keys)
+                        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Int32(M), Int32(keys), Int32(HD),
+                                    scale, qs, Int32(HD), kb, Int32(kvDim), 0, p, Int32(T))
+                        // In one pass per row: P = exp(S - lse) and dS = P ∘ (dP - D), with
+                        // D_t = Σ_d dO[t,d]·O[t,d] = Σ_j P[t,j]·dP[t,j]; both zero where masked.
+                        for r in 0..<M {
+                            let j = r / rows, t = q0 + r % rows, row = p + r * T, drow = dp + r * T
+                            let lo = segStart.map { Int($0[b * T + t]) } ?? 0
+                            let at = (b * T + t) * qDim + (g * G + j) * HD
+                            let d = FastMath.dot(dout + at, out + at, HD)
+                            softmaxGradientRow(row + lo, drow + lo, t - lo + 1, lse: lse[(b * NH + g * G + j) * T + t], rowDot: d)
+                            if lo > 0 { row.update(repeating: 0, count: lo); drow.update(repeating: 0, count: lo) }
+                            if keys > t + 1 {
+                                (row + t + 1).update(repeating: 0, count: keys - t - 1)
+                                (drow + t + 1).update(repeating: 0, count: keys - t - 1)
+                            }
                         }
                     }
                     // dV[0..<keys] (keys, HD) += Pᵀ (keys, M) · dOs (M, HD)
@@ -147,6 +189,26 @@ public enum Attention {
                                 scale, dp, Int32(T), qs, Int32(HD), 1, dk + kvOff, Int32(kvDim))
                 }
             }
+        }
+    }
+
+    /// p[j] = e[j]·rowScale and dp[j] = p[j]·(dp[j] - rowDot), for j < count.
+    @inline(__always)
+    static func scaledGradientRow(_ p: UnsafeMutablePointer<Float>, _ dp: UnsafeMutablePointer<Float>,
+                                  _ e: UnsafePointer<Float>, _ count: Int, rowScale: Float, rowDot: Float) {
+        let s = SIMD8<Float>(repeating: rowScale), d = SIMD8<Float>(repeating: rowDot)
+        var j = 0
+        while j + 8 <= count {
+            let pj = FastMath.load(e, j) * s
+            FastMath.store(pj, p, j)
+            FastMath.store(pj * (FastMath.load(dp, j) - d), dp, j)
+            j += 8
+        }
+        while j < count {
+            let pj = e[j] * rowScale
+            p[j] = pj
+            dp[j] = pj * (dp[j] - rowDot)
+            j += 1
         }
     }
 

@@ -111,7 +111,7 @@ public final class LlamaModel {
         var resid = 0, rstd1 = 0, rstd2 = 0, q = 0, k = 0, v = 0, attnOut = 0, lse = 0, resid2 = 0
         var gate = 0, up = 0, loraXA = 0, lnf = 0, rstdF = 0
         var ln = 0, h = 0, dResid = 0, dln = 0, dq = 0, dk = 0, dv = 0, dAttn = 0, dh = 0, dgate = 0, dup = 0
-        var attnScratch = 0, headScratch = 0, headRows = 1, loraDXA = 0, loraPartial = 0, loraThreads = 1, dropIn = 0, dropGrad = 0
+        var attnScratch = 0, attnKept = 0, attnKeptCount = 0, headScratch = 0, headRows = 1, loraDXA = 0, loraPartial = 0, loraThreads = 1, dropIn = 0, dropGrad = 0
         var total = 0
     }
 
@@ -119,9 +119,11 @@ public final class LlamaModel {
     ///
     /// Per layer and token the model keeps the residual input (C), rstd (2), q (NH·HD), k and v
     /// (2·KVH·HD), attention output (NH·HD), the post-attention residual (C), gate and up (2F), and
-    /// the LoRA A·x products (7r), plus NH log-sum-exps per row. With `recompute`, only the
-    /// residual input and rstd are kept per layer and one layer's worth is rebuilt in backward,
-    /// costing one extra layer forward per layer (about a third more compute for full training).
+    /// the LoRA A·x products (7r), plus NH log-sum-exps per row. LoRA also keeps each layer's
+    /// attention probabilities (`Attention.keptCount`, 62% of B·NH·T² at T = 256) so that backward
+    /// need not recompute them. With `recompute`, only the residual input and rstd are kept per
+    /// layer and one layer's worth (probabilities included) is rebuilt in backward, costing one
+    /// extra layer forward per layer (about a third more compute for full training).
     public static func activationFloats(config: LlamaConfig, batchSize B: Int, seqLen T: Int,
                                         loraRank: Int?, recompute: Bool) -> Int {
         offsets(config: config, B: B, T: T, loraRank: loraRank, recompute: recompute).total
@@ -149,6 +151,11 @@ public final class LlamaModel {
         let group = c.numHeads / c.numKVHeads
         o.attnScratch = take(max(Attention.forwardScratchCount(T: T, HD: c.headDim, group: group),
                                  Attention.backwardScratchCount(T: T, HD: c.headDim, group: group)))
+        // Attention probabilities kept for backward, which then skips recomputing them: for LoRA
+        // (its activations are small) and with recompute (one layer's worth); full fine-tuning
+        // without recompute keeps its memory for the peak-RSS budget instead.
+        o.attnKeptCount = (loraRank != nil || recompute) ? Attention.keptCount(B: B, T: T, NH: c.numHeads, KVH: c.numKVHeads) : 0
+        o.attnKept = take(S * o.attnKeptCount)
         o.headRows = min(N, headChunkRows(lora: loraRank != nil))
         o.headScratch = take(CrossEntropyHead.scratchCount(rowsPerChunk: o.headRows, C: C, V: V))
         o.loraDXA = take(N * r * 3)  // one adapter group's ∂/∂(A x): up to q, k and v
@@ -287,6 +294,11 @@ public final class LlamaModel {
 
     private func slot(_ l: Int) -> Int { recompute ? 0 : l }
 
+    /// Layer l's kept attention probabilities (`Attention.keptCount` floats), or nil when none are kept.
+    private func keptAttention(_ l: Int) -> UnsafeMutablePointer<Float>? {
+        o.attnKeptCount > 0 ? acts!.base + o.attnKept + slot(l) * o.attnKeptCount : nil
+    }
+
     private func fullGrad(_ offset: Int?) -> UnsafeMutablePointer<Float>? {
         guard let offset, method == .full else { return nil }
         return grads!.pointer(at: offset)
@@ -316,7 +328,8 @@ public final class LlamaModel {
         adaptersForward(attentionInputAdapters, l, training, ln, C) { $0 == .q_proj ? (q, c.qDim) : ($0 == .k_proj ? k : v, c.kvDim) }
         Profiler.measure(.rope) { RoPE.forward(q, intsPositions, ropeCos, ropeSin, N, c.numHeads, c.headDim) }
         Profiler.measure(.rope) { RoPE.forward(k, intsPositions, ropeCos, ropeSin, N, c.numKVHeads, c.headDim) }
-        Profiler.measure(.attention) { Attention.forward(attnOut, lse, q, k, v, hasSegments ? intsSegments : nil, a + o.attnScratch,
+        Profiler.measure(.attention) { Attention.forward(attnOut, lse, training ? keptAttention(l) : nil, q, k, v,
+                                                         hasSegments ? intsSegments : nil, a + o.attnScratch,
                           B, T, c.numHeads, c.numKVHeads, c.headDim) }
         resid2.update(from: resIn, count: N * C)
         project(.o_proj, l, training, resid2, attnOut, w.oWeight, nil, c.qDim, C, accumulate: true)
@@ -428,7 +441,7 @@ public final class LlamaModel {
         dq.update(repeating: 0, count: N * c.qDim)
         dk.update(repeating: 0, count: N * c.kvDim)
         dv.update(repeating: 0, count: N * c.kvDim)
-        Profiler.measure(.attention) { Attention.backward(dq, dk, dv, dAttn, attnOut, lse, q, k, v, hasSegments ? intsSegments : nil,
+        Profiler.measure(.attention) { Attention.backward(dq, dk, dv, dAttn, attnOut, lse, keptAttention(l), q, k, v, hasSegments ? intsSegments : nil,
                            a + o.attnScratch, B, T, c.numHeads, c.numKVHeads, c.headDim) }
         Profiler.measure(.rope) { RoPE.backward(dq, intsPositions, ropeCos, ropeSin, N, c.numHeads, c.headDim) }
         Profiler.measure(.rope) { RoPE.backward(dk, intsPositions, ropeCos, ropeSin, N, c.numKVHeads, c.headDim) }
