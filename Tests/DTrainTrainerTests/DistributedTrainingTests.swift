@@ -3,11 +3,8 @@ import DTrainTestSupport
 import Foundation
 import Testing
 
-/// Where this test process's runs write (removed when the process exits). A full fine-tune's
-/// checkpoint is 1.6 GB, so tests that make them also remove their runs as they finish.
-var testRunRoot: URL { TestScratch.root }
-
-/// Removes a run's directory (the parent of its config).
+/// Removes a run's directory (the parent of its config). Runs live under `TestScratch.root`,
+/// which goes at exit, but a full fine-tune's checkpoint is 1.6 GB, so tests remove them as they finish.
 func removeRun(config: String) {
     try? FileManager.default.removeItem(at: URL(fileURLWithPath: config).deletingLastPathComponent())
 }
@@ -64,8 +61,7 @@ func runDTrain(ranks: Int, _ args: [String], env extra: [String: String] = [:], 
 
 /// A small training setup on the real model: short texts, no validation.
 func smallRun(_ name: String, method: String, extra: [String] = []) throws -> (config: String, out: String, overrides: [String]) {
-    let dir = testRunRoot.appendingPathComponent("\(name)-\(UUID().uuidString)")
-    try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+    let dir = try TestScratch.directory(name)
     let texts = (0..<24).map { i in "{\"text\": \"Example \(i): the \(["red", "green", "blue"][i % 3]) fox counted to \(i * 7) and then \(i % 2 == 0 ? "slept" : "ran") home.\"}" }
     try texts.joined(separator: "\n").write(to: dir.appendingPathComponent("train.jsonl"), atomically: true, encoding: .utf8)
     let config = dir.appendingPathComponent("run.yaml")

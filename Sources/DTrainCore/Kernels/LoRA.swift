@@ -31,14 +31,13 @@ public enum LoRA {
     }
 
     /// dinp (N, IC) += ∂/∂inp (when non-nil), da (r, IC) += ∂/∂A, db (OC, r) += ∂/∂B.
-    /// dxa (N, r) is scratch; dout (N, OC); inp, xa, a, b as in forward; `scratch` as in `backwardB`.
+    /// dxa (N, r) is scratch; dout (N, OC); inp, xa, a, b as in forward.
     public static func backward(_ dinp: UnsafeMutablePointer<Float>?, _ da: UnsafeMutablePointer<Float>,
                                 _ db: UnsafeMutablePointer<Float>, _ dxa: UnsafeMutablePointer<Float>,
                                 _ dout: UnsafePointer<Float>, _ inp: UnsafePointer<Float>, _ xa: UnsafePointer<Float>,
                                 _ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>,
-                                _ N: Int, _ IC: Int, _ OC: Int, _ r: Int, scale: Float,
-                                scratch: UnsafeMutablePointer<Float>? = nil, scratchThreads: Int = 1) {
-        backwardB(db, dxa, r, dout, xa, r, b, N, OC, r, scale: scale, scratch: scratch, scratchThreads: scratchThreads)
+                                _ N: Int, _ IC: Int, _ OC: Int, _ r: Int, scale: Float) {
+        backwardB(db, dxa, r, dout, xa, r, b, N, OC, r, scale: scale)
         backwardA(dinp, da, dxa, inp, a, N, IC, r)
     }
 
