@@ -62,7 +62,7 @@ import Testing
         // Packed: row 0 holds examples [0, 2) and [2, 5); row 1 one example.
         let seg: [Int32]? = packed ? [0, 0, 2, 2, 2, 0, 0, 0, 0, 0] : nil
         let out = Buf(zeros: B * T * qDim), lse = Buf(zeros: B * NH * T)
-        let scratch = Buf(zeros: Attention.backwardScratchCount(T: T, HD: HD, group: NH / KVH))
+        let scratch = Buf(zeros: Attention.scratchCount(T: T, HD: HD, group: NH / KVH))
         let kept = Buf(zeros: Attention.keptCount(B: B, T: T, NH: NH, KVH: KVH))
         let loss = { () -> Double in
             seg.withOptionalPointer { s in
@@ -89,7 +89,7 @@ import Testing
         let q = Buf(randomFloats(B * T * qDim, seed: 50)), k = Buf(randomFloats(B * T * kvDim, seed: 51))
         let v = Buf(randomFloats(B * T * kvDim, seed: 52)), w = randomFloats(B * T * qDim, seed: 53)
         let seg: [Int32] = (0..<(B * T)).map { i in let t = i % T; return i < T ? Int32(t < 70 ? 0 : 70) : 0 }
-        let scratch = Buf(zeros: Attention.backwardScratchCount(T: T, HD: HD, group: NH / KVH))
+        let scratch = Buf(zeros: Attention.scratchCount(T: T, HD: HD, group: NH / KVH))
         let kept = Buf(zeros: Attention.keptCount(B: B, T: T, NH: NH, KVH: KVH))
         var results: [[Float]] = []
         for keep in [false, true] {
@@ -105,11 +105,35 @@ import Testing
         #expect(c.maxRelToScale < 1e-5, "\(c)")
     }
 
+    /// Attention's (batch row, key/value head) pairs split across workers give the same bits as
+    /// one worker, with and without kept probabilities: a pair's arithmetic never depends on
+    /// which worker ran it, and each worker's scratch is its own.
+    @Test func attentionWorkersMatchOneWorker() {
+        let B = 2, T = 150, NH = 6, KVH = 2, HD = 8, qDim = NH * HD, kvDim = KVH * HD
+        let q = Buf(randomFloats(B * T * qDim, seed: 60)), k = Buf(randomFloats(B * T * kvDim, seed: 61))
+        let v = Buf(randomFloats(B * T * kvDim, seed: 62)), w = randomFloats(B * T * qDim, seed: 63)
+        for keep in [false, true] {
+            var results: [[Float]] = []
+            for threads in [1, 3] {
+                let scratch = Buf(zeros: Attention.scratchCount(T: T, HD: HD, group: NH / KVH, threads: threads))
+                let kept = Buf(zeros: Attention.keptCount(B: B, T: T, NH: NH, KVH: KVH))
+                let out = Buf(zeros: B * T * qDim), lse = Buf(zeros: B * NH * T)
+                Attention.forward(out.p, lse.p, keep ? kept.p : nil, q.p, k.p, v.p, nil, scratch.p, B, T, NH, KVH, HD, threads: threads)
+                let dq = Buf(zeros: q.count), dk = Buf(zeros: k.count), dv = Buf(zeros: v.count)
+                Attention.backward(dq.p, dk.p, dv.p, w, out.p, lse.p, keep ? kept.p : nil, q.p, k.p, v.p, nil, scratch.p,
+                                   B, T, NH, KVH, HD, threads: threads)
+                results.append(out.array + lse.array + dq.array + dk.array + dv.array)
+            }
+            let c = compare(results[1], results[0], label: "attention, 3 workers vs 1 (kept: \(keep))")
+            #expect(c.maxAbs == 0, "\(c)")
+        }
+    }
+
     @Test func attentionPackingIsolatesExamples() {
         // A packed row must give each example the output it would get alone.
         let T = 5, NH = 2, KVH = 1, HD = 4, qDim = NH * HD, kvDim = KVH * HD
         let q = randomFloats(T * qDim, seed: 12), k = randomFloats(T * kvDim, seed: 13), v = randomFloats(T * kvDim, seed: 14)
-        let scratch = Buf(zeros: Attention.backwardScratchCount(T: T, HD: HD, group: NH / KVH))
+        let scratch = Buf(zeros: Attention.scratchCount(T: T, HD: HD, group: NH / KVH))
         let packedOut = Buf(zeros: T * qDim), lse = Buf(zeros: NH * T)
         let seg: [Int32] = [0, 0, 2, 2, 2]
         Attention.forward(packedOut.p, lse.p, nil, q, k, v, seg, scratch.p, 1, T, NH, KVH, HD)

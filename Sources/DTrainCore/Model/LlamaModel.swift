@@ -111,7 +111,7 @@ public final class LlamaModel {
         var resid = 0, rstd1 = 0, rstd2 = 0, q = 0, k = 0, v = 0, attnOut = 0, lse = 0, resid2 = 0
         var gate = 0, up = 0, loraXA = 0, lnf = 0, rstdF = 0
         var ln = 0, h = 0, dResid = 0, dln = 0, dq = 0, dk = 0, dv = 0, dAttn = 0, dh = 0, dgate = 0, dup = 0
-        var attnScratch = 0, attnKept = 0, attnKeptCount = 0, headScratch = 0, headRows = 1, loraDXA = 0, loraPartial = 0, loraThreads = 1, dropIn = 0, dropGrad = 0
+        var attnScratch = 0, attnThreads = 1, attnKept = 0, attnKeptCount = 0, headScratch = 0, headRows = 1, loraDXA = 0, loraPartial = 0, loraThreads = 1, dropIn = 0, dropGrad = 0
         var total = 0
     }
 
@@ -149,8 +149,8 @@ public final class LlamaModel {
         o.dq = take(N * c.qDim); o.dk = take(N * c.kvDim); o.dv = take(N * c.kvDim); o.dAttn = take(N * c.qDim)
         o.dh = take(N * F); o.dgate = take(N * F); o.dup = take(N * F)
         let group = c.numHeads / c.numKVHeads
-        o.attnScratch = take(max(Attention.forwardScratchCount(T: T, HD: c.headDim, group: group),
-                                 Attention.backwardScratchCount(T: T, HD: c.headDim, group: group)))
+        o.attnThreads = Parallel.threads  // attention's workers, one scratch each
+        o.attnScratch = take(Attention.scratchCount(T: T, HD: c.headDim, group: group, threads: o.attnThreads))
         // Attention probabilities kept for backward, which then skips recomputing them: for LoRA
         // (its activations are small) and with recompute (one layer's worth); full fine-tuning
         // without recompute keeps its memory for the peak-RSS budget instead.
@@ -330,7 +330,7 @@ public final class LlamaModel {
         Profiler.measure(.rope) { RoPE.forward(k, intsPositions, ropeCos, ropeSin, N, c.numKVHeads, c.headDim) }
         Profiler.measure(.attention) { Attention.forward(attnOut, lse, training ? keptAttention(l) : nil, q, k, v,
                                                          hasSegments ? intsSegments : nil, a + o.attnScratch,
-                          B, T, c.numHeads, c.numKVHeads, c.headDim) }
+                          B, T, c.numHeads, c.numKVHeads, c.headDim, threads: o.attnThreads) }
         resid2.update(from: resIn, count: N * C)
         project(.o_proj, l, training, resid2, attnOut, w.oWeight, nil, c.qDim, C, accumulate: true)
         Profiler.measure(.rmsnorm) { RMSNorm.forward(ln, a + o.rstd2 + l * N, resid2, p + w.postNorm, N, C, c.rmsNormEps) }
@@ -442,7 +442,7 @@ public final class LlamaModel {
         dk.update(repeating: 0, count: N * c.kvDim)
         dv.update(repeating: 0, count: N * c.kvDim)
         Profiler.measure(.attention) { Attention.backward(dq, dk, dv, dAttn, attnOut, lse, keptAttention(l), q, k, v, hasSegments ? intsSegments : nil,
-                           a + o.attnScratch, B, T, c.numHeads, c.numKVHeads, c.headDim) }
+                           a + o.attnScratch, B, T, c.numHeads, c.numKVHeads, c.headDim, threads: o.attnThreads) }
         Profiler.measure(.rope) { RoPE.backward(dq, intsPositions, ropeCos, ropeSin, N, c.numHeads, c.headDim) }
         Profiler.measure(.rope) { RoPE.backward(dk, intsPositions, ropeCos, ropeSin, N, c.numKVHeads, c.headDim) }
         Profiler.measure(.rmsnorm) { RMSNorm.recompute(ln, a + o.rstd1 + l * N, resIn, p + w.inputNorm, N, C) }
