@@ -53,7 +53,7 @@ public enum BenchCommand {
 
     /// The matrix products of one training step of `config` on N tokens, as (M, N, K, transB, count).
     static func stepShapes(config c: LlamaConfig, tokens N: Int, full: Bool) -> [(Int, Int, Int, Bool, Int)] {
-        let C = c.hiddenSize, F = c.intermediateSize, L = c.numLayers, R = min(N, LlamaModel.headChunkRows(lora: !full))
+        let C = c.hiddenSize, F = c.intermediateSize, L = c.numLayers, R = min(N, LlamaModel.headChunkRows)
         var shapes: [(Int, Int, Int, Bool, Int)] = [
             // forward projections (N, in) x (out, in)^T
             (N, c.qDim, C, true, L), (N, c.kvDim, C, true, 2 * L), (N, C, c.qDim, true, L),

@@ -56,11 +56,11 @@ public final class LlamaModel {
     private var mlpInputAdapters: [LoRATarget] = []
 
     /// Rows of LM-head logits built at a time. Each chunk streams the (V, C) head weight through
-    /// its sgemms, so larger chunks read it fewer times: 256 rows (a 48 MB logits scratch for a
-    /// 49k vocabulary) ran the SmolLM2 head 9-13% faster than 128, and 512 no faster than 256.
-    /// Full fine-tuning keeps 128: its peak memory is the tighter budget, and with 256 it measured
-    /// 2.84 GiB, just over 60% of PyTorch's 4.73 GiB (2.79 GiB with 128).
-    public static func headChunkRows(lora: Bool) -> Int { lora ? 256 : 128 }
+    /// its sgemms (and, in full fine-tuning, the (V, C) head gradient), so larger chunks read
+    /// them fewer times: 256 rows (a 48 MB logits scratch for a 49k vocabulary) ran the SmolLM2
+    /// head 9-13% faster than 128, and 512 no faster than 256. The scratch shares its memory
+    /// with the layers' (see `offsets`), which is what lets full fine-tuning afford 256 too.
+    public static let headChunkRows = 256
 
     /// Wraps loaded parameters (laid out by `ParameterLayout(config:)`).
     public init(config: LlamaConfig, params: FloatBuffer) {
@@ -144,25 +144,33 @@ public final class LlamaModel {
         o.gate = take(S * N * F); o.up = take(S * N * F)
         o.loraXA = take(S * LoRATarget.allCases.count * N * r)
         o.lnf = take(N * C); o.rstdF = take(N)
-        o.ln = take(N * C); o.h = take(N * F)
-        o.dResid = take(N * C); o.dln = take(N * C)
-        o.dq = take(N * c.qDim); o.dk = take(N * c.kvDim); o.dv = take(N * c.kvDim); o.dAttn = take(N * c.qDim)
-        o.dh = take(N * F); o.dgate = take(N * F); o.dup = take(N * F)
+        o.dln = take(N * C)  // also the LM head's output: ∂L/∂(final-normed states)
         let group = c.numHeads / c.numKVHeads
-        o.attnThreads = Parallel.threads  // attention's workers, one scratch each
-        o.attnScratch = take(Attention.scratchCount(T: T, HD: c.headDim, group: group, threads: o.attnThreads))
         // Attention probabilities kept for backward, which then skips recomputing them: for LoRA
         // (its activations are small) and with recompute (one layer's worth); full fine-tuning
         // without recompute keeps its memory for the peak-RSS budget instead.
         o.attnKeptCount = (loraRank != nil || recompute) ? Attention.keptCount(B: B, T: T, NH: c.numHeads, KVH: c.numKVHeads) : 0
         o.attnKept = take(S * o.attnKeptCount)
-        o.headRows = min(N, headChunkRows(lora: loraRank != nil))
-        o.headScratch = take(CrossEntropyHead.scratchCount(rowsPerChunk: o.headRows, C: C, V: V))
+        // The layers' scratch and the LM head's share memory: the head runs after the last
+        // layer's forward and before the first layer's backward, when no layer scratch holds
+        // anything (35 MB for SmolLM2 at 4 x 256 that full fine-tuning's budget needs).
+        let shared = at
+        o.ln = take(N * C); o.h = take(N * F)
+        o.dResid = take(N * C)
+        o.dq = take(N * c.qDim); o.dk = take(N * c.kvDim); o.dv = take(N * c.kvDim); o.dAttn = take(N * c.qDim)
+        o.dh = take(N * F); o.dgate = take(N * F); o.dup = take(N * F)
+        o.attnThreads = Parallel.threads  // attention's workers, one scratch each
+        o.attnScratch = take(Attention.scratchCount(T: T, HD: c.headDim, group: group, threads: o.attnThreads))
         o.loraDXA = take(N * r * 3)  // one adapter group's ∂/∂(A x): up to q, k and v
         o.loraThreads = Parallel.threads  // LoRA.backwardB's per-thread partials of ∂/∂(A x)
         o.loraPartial = take(r > 0 ? LoRA.backwardScratchCount(N: N, threads: o.loraThreads) : 0)
         o.dropIn = take(r > 0 ? N * max(C, F, c.qDim) : 0)
         o.dropGrad = take(r > 0 ? N * max(C, F, c.qDim) : 0)
+        let layerScratchEnd = at
+        at = shared
+        o.headRows = min(N, headChunkRows)
+        o.headScratch = take(CrossEntropyHead.scratchCount(rowsPerChunk: o.headRows, C: C, V: V))
+        at = max(at, layerScratchEnd)
         o.total = at
         return o
     }
