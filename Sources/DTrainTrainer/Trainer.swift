@@ -337,10 +337,10 @@ public final class Trainer {
 
     /// FNV-1a over the bit patterns of a buffer.
     public static func hash(_ buffer: FloatBuffer) -> UInt64 {
-        var h: UInt64 = 0xCBF2_9CE4_8422_2325
+        var h = FNV1a()
         let words = UnsafeRawPointer(buffer.base).assumingMemoryBound(to: UInt32.self)
-        for i in 0..<buffer.count { h = (h ^ UInt64(words[i])) &* 0x100_0000_01B3 }
-        return h
+        for i in 0..<buffer.count { h.mix(UInt64(words[i])) }
+        return h.value
     }
 
     func saveWeights(_ model: LlamaModel, _ loaded: LoadedModel, to dir: String) throws {

@@ -58,8 +58,8 @@ public enum TrainingDataLoader {
 
     /// FNV-1a over the ids, mixed with the seed: where an example falls never depends on file order.
     static func hash(_ ids: [Int32], seed: UInt64) -> UInt64 {
-        var h: UInt64 = 0xCBF2_9CE4_8422_2325 ^ CounterRandom.mix(seed)
-        for id in ids { h = (h ^ UInt64(UInt32(bitPattern: id))) &* 0x100_0000_01B3 }
-        return CounterRandom.mix(h)
+        var h = FNV1a(basis: CounterRandom.mix(seed))
+        for id in ids { h.mix(UInt64(UInt32(bitPattern: id))) }
+        return CounterRandom.mix(h.value)
     }
 }

@@ -2,6 +2,8 @@
 // and whole words keyed by their bytes. Both are open-addressed with linear probing and built
 // once at load; lookups never allocate.
 
+import DTrainCore
+
 /// Merge rules keyed by (left id, right id), each giving `rank << 32 | merged id`.
 struct PairTable {
     /// The value `lookup` returns for a pair with no rule; above every real rule.
@@ -74,8 +76,9 @@ struct WordTable {
     /// FNV-1a over the bytes, finished with a multiply so short strings spread over the table.
     @inline(__always)
     static func hash(_ p: UnsafePointer<UInt8>, _ n: Int) -> UInt64 {
-        var h: UInt64 = 0xCBF2_9CE4_8422_2325
-        for i in 0..<n { h = (h ^ UInt64(p[i])) &* 0x100_0000_01B3 }
+        var f = FNV1a()
+        for i in 0..<n { f.mix(UInt64(p[i])) }
+        let h = f.value
         return (h ^ (h >> 29)) &* 0x9E37_79B9_7F4A_7C15
     }
 

@@ -108,14 +108,13 @@ extension Trainer {
     /// FNV-1a over every training example's ids and loss mask, in file order: the same data
     /// tokenized the same way gives the same fingerprint.
     static func fingerprint(_ examples: [SequenceExample]) -> String {
-        var h: UInt64 = 0xCBF2_9CE4_8422_2325
-        func mix(_ v: UInt64) { h = (h ^ v) &* 0x100_0000_01B3 }
+        var h = FNV1a()
         for e in examples {
-            mix(UInt64(e.ids.count))
-            for id in e.ids { mix(UInt64(UInt32(bitPattern: id))) }
-            for m in e.lossMask { mix(UInt64(m)) }
+            h.mix(UInt64(e.ids.count))
+            for id in e.ids { h.mix(UInt64(UInt32(bitPattern: id))) }
+            for m in e.lossMask { h.mix(UInt64(m)) }
         }
-        return String(format: "fnv1a64:%016llx", h)
+        return String(format: "fnv1a64:%016llx", h.value)
     }
 
     /// Keys whose change would make the checkpoint's position in the data order meaningless.
