@@ -98,6 +98,8 @@ public final class Trainer {
         let stepsPerEpoch = plan.stepsPerEpoch()
         let totalSteps = min(cfg.train.maxSteps ?? Int.max, cfg.train.epochs * stepsPerEpoch)
         let builder = BatchBuilder(maxSeqLen: cfg.data.maxSeqLen, packing: cfg.data.packing)
+        // One micro-batch's arrays, refilled in place for every micro-batch of the run.
+        var microBatch = TokenBatch(batchSize: 1, seqLen: 0, tokens: [], labels: [])
         let reducer = comm.worldSize > 1
             ? GradientReducer(comm: comm, grads: trainable.grads, layerRanges: GradientReducer.layerRanges(model: model)) : nil
         let optimizer = AdamWState(count: trainable.weights.count)
@@ -200,10 +202,10 @@ public final class Trainer {
             reducer?.beginStep()
             var lossSum = 0.0, localTokens = 0
             for (i, examples) in micro.enumerated() {
-                let batch = builder.batch(for: examples, from: data.train)
+                builder.fill(&microBatch, for: examples, from: data.train)
                 model.dropoutKey = CounterRandom.key(cfg.seed, 0x44524F50, UInt64(progress.epoch), UInt64(step))
                 model.layerBackwardDone = (i == micro.count - 1 && reducer != nil) ? { [reducer] l in reducer!.layerDone(l) } : nil
-                let loss = model.trainStep(batch, lossScale: Float(1 / globalLabelled))
+                let loss = model.trainStep(microBatch, lossScale: Float(1 / globalLabelled))
                 lossSum += loss.sum
                 localTokens += examples.reduce(0) { $0 + data.train[$1].ids.count }
                 try fault?.trigger(rank: comm.rank, step: step + 1, microDone: i + 1)
@@ -311,8 +313,9 @@ public final class Trainer {
         let per = (examples.count + comm.worldSize - 1) / comm.worldSize
         let lo = min(examples.count, comm.rank * per), hi = min(examples.count, lo + per)
         var sums = [0.0, 0.0]
+        var batch = TokenBatch(batchSize: 1, seqLen: 0, tokens: [], labels: [])
         for start in stride(from: lo, to: hi, by: config.batch.micro) {
-            let batch = builder.batch(for: Array(start..<min(hi, start + config.batch.micro)), from: examples)
+            builder.fill(&batch, for: Array(start..<min(hi, start + config.batch.micro)), from: examples)
             let loss = model.evaluate(batch)
             sums[0] += loss.sum
             sums[1] += Double(loss.count)

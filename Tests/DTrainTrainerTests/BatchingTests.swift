@@ -69,6 +69,28 @@ import Testing
         #expect(rows.count == 2, "\(rows)")
     }
 
+    /// Refilling one batch gives what a fresh batch would hold, for a larger micro-batch then a
+    /// smaller one, and the smaller one lands in the storage the larger one allocated.
+    @Test(arguments: [false, true])
+    func refilledBatchEqualsAFreshOne(packing: Bool) {
+        let examples = [5, 3, 8, 2].enumerated().map { (e, n) in
+            SequenceExample(ids: (0..<n).map { Int32(e * 10 + $0) }, lossMask: (0..<n).map { UInt8($0 % 2) })
+        }
+        let builder = BatchBuilder(maxSeqLen: 10, packing: packing)
+        var reused = TokenBatch(batchSize: 1, seqLen: 0, tokens: [], labels: [])
+        var storage: [UnsafeRawPointer?] = []
+        for micro in [[0, 1, 2, 3], [1, 3]] {
+            builder.fill(&reused, for: micro, from: examples)
+            let fresh = builder.batch(for: micro, from: examples)
+            #expect(reused.batchSize == fresh.batchSize && reused.seqLen == fresh.seqLen)
+            #expect(reused.tokens == fresh.tokens && reused.labels == fresh.labels)
+            #expect(reused.positions == fresh.positions && reused.segmentStarts == fresh.segmentStarts)
+            #expect(reused.tokenKeys == fresh.tokenKeys)
+            storage.append(reused.tokens.withUnsafeBufferPointer { UnsafeRawPointer($0.baseAddress) })
+        }
+        #expect(storage[0] == storage[1], "the second micro-batch's tokens were allocated anew")
+    }
+
     /// Packed and unpacked batches of the same examples give the same loss and gradients.
     @Test func packedEqualsUnpacked() throws {
         let dir = Fixtures.referenceDir.appendingPathComponent("tiny-llama")

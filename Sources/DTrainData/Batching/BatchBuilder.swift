@@ -39,14 +39,25 @@ public struct BatchBuilder: Sendable {
 
     /// The batch for a micro-batch; examples must already be at most `maxSeqLen` long.
     public func batch(for examples: [Int], from data: [SequenceExample]) -> TokenBatch {
+        var batch = TokenBatch(batchSize: 1, seqLen: 0, tokens: [], labels: [])
+        fill(&batch, for: examples, from: data)
+        return batch
+    }
+
+    /// Writes the batch for a micro-batch into `batch`, reusing its arrays' storage: a training
+    /// loop that keeps one `TokenBatch` allocates its (B, T) arrays once, not per micro-batch.
+    public func fill(_ batch: inout TokenBatch, for examples: [Int], from data: [SequenceExample]) {
         let layout = rows(for: examples) { data[$0].ids.count }
         let T = max(2, layout.map { $0.reduce(0) { $0 + data[$1].ids.count } }.max() ?? 2)
         let B = max(1, layout.count)
-        var tokens = [Int32](repeating: padID, count: B * T)
-        var labels = [Int32](repeating: TokenBatch.ignoreIndex, count: B * T)
-        var positions = [Int32](repeating: 0, count: B * T)
-        var segments = [Int32](repeating: 0, count: B * T)
-        var keys = [UInt64](repeating: 0, count: B * T)
+        // Taken out of the optionals so that each array is uniquely referenced while refilled.
+        var positions = batch.positions ?? [], segments = batch.segmentStarts ?? [], keys = batch.tokenKeys ?? []
+        batch.positions = nil; batch.segmentStarts = nil; batch.tokenKeys = nil
+        Self.refill(&batch.tokens, padID, B * T)
+        Self.refill(&batch.labels, TokenBatch.ignoreIndex, B * T)
+        Self.refill(&positions, 0, B * T)
+        Self.refill(&segments, 0, B * T)
+        Self.refill(&keys, 0, B * T)
         for (b, row) in layout.enumerated() {
             var at = 0
             for e in row {
@@ -54,8 +65,8 @@ public struct BatchBuilder: Sendable {
                 precondition(at + ex.ids.count <= T, "BatchBuilder: example longer than max_seq_len")
                 for j in 0..<ex.ids.count {
                     let i = b * T + at + j
-                    tokens[i] = ex.ids[j]
-                    labels[i] = (j > 0 && ex.lossMask[j] != 0) ? ex.ids[j] : TokenBatch.ignoreIndex
+                    batch.tokens[i] = ex.ids[j]
+                    batch.labels[i] = (j > 0 && ex.lossMask[j] != 0) ? ex.ids[j] : TokenBatch.ignoreIndex
                     positions[i] = Int32(j)
                     segments[i] = Int32(at)
                     keys[i] = CounterRandom.key(UInt64(e), UInt64(j))
@@ -68,7 +79,13 @@ public struct BatchBuilder: Sendable {
                 segments[b * T + t] = Int32(t)
             }
         }
-        return TokenBatch(batchSize: B, seqLen: T, tokens: tokens, labels: labels, positions: positions,
-                          segmentStarts: segments, tokenKeys: keys)
+        batch.batchSize = B; batch.seqLen = T
+        batch.positions = positions; batch.segmentStarts = segments; batch.tokenKeys = keys
+    }
+
+    /// `array` = `count` copies of `value`, in the storage it already has when that is enough.
+    private static func refill<E>(_ array: inout [E], _ value: E, _ count: Int) {
+        array.removeAll(keepingCapacity: true)
+        array.append(contentsOf: repeatElement(value, count: count))
     }
 }
