@@ -70,7 +70,8 @@ import Testing
     }
 
     /// Refilling one batch gives what a fresh batch would hold, for a larger micro-batch then a
-    /// smaller one, and the smaller one lands in the storage the larger one allocated.
+    /// smaller one, and the smaller one lands in the storage the larger one allocated (same
+    /// address and capacity: a fresh allocation for it would be sized for the smaller batch).
     @Test(arguments: [false, true])
     func refilledBatchEqualsAFreshOne(packing: Bool) {
         let examples = [5, 3, 8, 2].enumerated().map { (e, n) in
@@ -78,7 +79,7 @@ import Testing
         }
         let builder = BatchBuilder(maxSeqLen: 10, packing: packing)
         var reused = TokenBatch(batchSize: 1, seqLen: 0, tokens: [], labels: [])
-        var storage: [UnsafeRawPointer?] = []
+        var storage: [UnsafeRawPointer?] = [], capacities: [Int] = []
         for micro in [[0, 1, 2, 3], [1, 3]] {
             builder.fill(&reused, for: micro, from: examples)
             let fresh = builder.batch(for: micro, from: examples)
@@ -87,8 +88,10 @@ import Testing
             #expect(reused.positions == fresh.positions && reused.segmentStarts == fresh.segmentStarts)
             #expect(reused.tokenKeys == fresh.tokenKeys)
             storage.append(reused.tokens.withUnsafeBufferPointer { UnsafeRawPointer($0.baseAddress) })
+            capacities.append(reused.tokens.capacity)
         }
-        #expect(storage[0] == storage[1], "the second micro-batch's tokens were allocated anew")
+        #expect(storage[0] == storage[1] && capacities[0] == capacities[1],
+                "the second micro-batch's tokens were allocated anew (capacity \(capacities))")
     }
 
     /// Packed and unpacked batches of the same examples give the same loss and gradients.

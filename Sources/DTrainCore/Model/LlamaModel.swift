@@ -111,7 +111,10 @@ public final class LlamaModel {
         var resid = 0, rstd1 = 0, rstd2 = 0, q = 0, k = 0, v = 0, attnOut = 0, lse = 0, resid2 = 0
         var gate = 0, up = 0, loraXA = 0, lnf = 0, rstdF = 0
         var ln = 0, h = 0, dResid = 0, dln = 0, dq = 0, dk = 0, dv = 0, dAttn = 0, dh = 0, dgate = 0, dup = 0
-        var attnScratch = 0, attnThreads = 1, attnKept = 0, attnKeptCount = 0, headScratch = 0, headRows = 1, loraDXA = 0, loraPartial = 0, loraThreads = 1, dropIn = 0, dropGrad = 0
+        var attnScratch = 0, attnKept = 0, attnKeptCount = 0, headScratch = 0, headRows = 1, loraDXA = 0, loraPartial = 0, dropIn = 0, dropGrad = 0
+        /// `Parallel.threads` when these were sized: attention's workers and LoRA's partial sums
+        /// each have one scratch per thread, so the kernels split their work this many ways.
+        var threads = 1
         var total = 0
     }
 
@@ -159,11 +162,10 @@ public final class LlamaModel {
         o.dResid = take(N * C)
         o.dq = take(N * c.qDim); o.dk = take(N * c.kvDim); o.dv = take(N * c.kvDim); o.dAttn = take(N * c.qDim)
         o.dh = take(N * F); o.dgate = take(N * F); o.dup = take(N * F)
-        o.attnThreads = Parallel.threads  // attention's workers, one scratch each
-        o.attnScratch = take(Attention.scratchCount(T: T, HD: c.headDim, group: group, threads: o.attnThreads))
+        o.threads = Parallel.threads
+        o.attnScratch = take(Attention.scratchCount(T: T, HD: c.headDim, group: group, threads: o.threads))
         o.loraDXA = take(N * r * 3)  // one adapter group's ∂/∂(A x): up to q, k and v
-        o.loraThreads = Parallel.threads  // LoRA.backwardB's per-thread partials of ∂/∂(A x)
-        o.loraPartial = take(r > 0 ? LoRA.backwardScratchCount(N: N, threads: o.loraThreads) : 0)
+        o.loraPartial = take(r > 0 ? LoRA.backwardScratchCount(N: N, threads: o.threads) : 0)  // LoRA.backwardB's per-thread partials of ∂/∂(A x)
         o.dropIn = take(r > 0 ? N * max(C, F, c.qDim) : 0)
         o.dropGrad = take(r > 0 ? N * max(C, F, c.qDim) : 0)
         let layerScratchEnd = at
@@ -338,7 +340,7 @@ public final class LlamaModel {
         Profiler.measure(.rope) { RoPE.forward(k, intsPositions, ropeCos, ropeSin, N, c.numKVHeads, c.headDim) }
         Profiler.measure(.attention) { Attention.forward(attnOut, lse, training ? keptAttention(l) : nil, q, k, v,
                                                          hasSegments ? intsSegments : nil, a + o.attnScratch,
-                          B, T, c.numHeads, c.numKVHeads, c.headDim, threads: o.attnThreads) }
+                          B, T, c.numHeads, c.numKVHeads, c.headDim, threads: o.threads) }
         resid2.update(from: resIn, count: N * C)
         project(.o_proj, l, training, resid2, attnOut, w.oWeight, nil, c.qDim, C, accumulate: true)
         Profiler.measure(.rmsnorm) { RMSNorm.forward(ln, a + o.rstd2 + l * N, resid2, p + w.postNorm, N, C, c.rmsNormEps) }
@@ -450,7 +452,7 @@ public final class LlamaModel {
         dk.update(repeating: 0, count: N * c.kvDim)
         dv.update(repeating: 0, count: N * c.kvDim)
         Profiler.measure(.attention) { Attention.backward(dq, dk, dv, dAttn, attnOut, lse, keptAttention(l), q, k, v, hasSegments ? intsSegments : nil,
-                           a + o.attnScratch, B, T, c.numHeads, c.numKVHeads, c.headDim, threads: o.attnThreads) }
+                           a + o.attnScratch, B, T, c.numHeads, c.numKVHeads, c.headDim, threads: o.threads) }
         Profiler.measure(.rope) { RoPE.backward(dq, intsPositions, ropeCos, ropeSin, N, c.numHeads, c.headDim) }
         Profiler.measure(.rope) { RoPE.backward(dk, intsPositions, ropeCos, ropeSin, N, c.numKVHeads, c.headDim) }
         Profiler.measure(.rmsnorm) { RMSNorm.recompute(ln, a + o.rstd1 + l * N, resIn, p + w.inputNorm, N, C) }
@@ -500,7 +502,7 @@ public final class LlamaModel {
             for (i, t) in group.enumerated() {
                 let b = lora.slots[l][t.index]!.b, (dout, OC) = output(t)
                 LoRA.backwardB(lora.grads.pointer(at: b), dxa + i * r, R, dout, xa + i * r, R, lora.weights.pointer(at: b),
-                               N, OC, r, scale: lora.config.scale, scratch: acts!.base + o.loraPartial, scratchThreads: o.loraThreads)
+                               N, OC, r, scale: lora.config.scale, scratch: acts!.base + o.loraPartial, scratchThreads: o.threads)
             }
             LoRA.backwardA(dinp, lora.grads.pointer(at: a0), dxa, inp, lora.weights.pointer(at: a0), N, IC, R)
         }
@@ -523,7 +525,7 @@ public final class LlamaModel {
         let A = lora.weights.pointer(at: slotAB.a), Bw = lora.weights.pointer(at: slotAB.b)
         Profiler.measure(.lora) {
             LoRA.backwardB(lora.grads.pointer(at: slotAB.b), dxa, r, dout, loraXA(l, target), r, Bw, N, OC, r, scale: cfg.scale,
-                           scratch: a + o.loraPartial, scratchThreads: o.loraThreads)
+                           scratch: a + o.loraPartial, scratchThreads: o.threads)
             guard let dinp else { return }
             if cfg.dropout > 0 {
                 let dDrop = a + o.dropGrad
