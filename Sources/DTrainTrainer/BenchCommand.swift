@@ -24,16 +24,24 @@ public struct StepBenchmark {
     /// The same for the fastest step. The peak is the best of many sgemm runs, so on a machine
     /// whose speed drifts (a shared VM) this is the like-for-like figure; `mfu` is the cautious one.
     public var mfuFastestStep: Double
+    /// Each timed step against the sustained sgemm rate measured right before and right after
+    /// it (the faster of the two probes' means), averaged over the timed steps. On a machine
+    /// whose speed drifts within a run, step and sgemm are then measured alike (a mean over
+    /// seconds) and under the same conditions; `mfu` sets a mean against the best instant.
+    public var mfuPaired: Double
+    /// The probes' mean GFLOP/s, one after each step (warm-up ones included), in order.
+    public var probeMeanGFLOPs: [Double]
     public var peakRSSBytes: Int
     public var losses: [Double]
 }
 
 /// `dtrain bench step`: times training steps of a real model and relates them to the machine's sgemm.
 public enum BenchCommand {
-    /// GFLOP/s of cblas_sgemm on (M, K) · (K, N) (row-major, B transposed as in Linear.forward),
-    /// best of repeated runs over about `seconds`.
-    static func sgemmGFLOPs(M: Int, N: Int, K: Int, transB: Bool, seconds: Double = 0.3) -> Double {
-        let a = FloatBuffer(count: M * K), b = FloatBuffer(count: K * N), c = FloatBuffer(count: M * N)
+    /// Best and mean GFLOP/s of cblas_sgemm on (M, K) · (K, N) (row-major, B transposed as in
+    /// Linear.forward) over repeated runs for about `seconds`, after one untimed run. The
+    /// matrices are mapped for the call and unmapped after it, so they leave nothing resident.
+    static func sgemmGFLOPs(M: Int, N: Int, K: Int, transB: Bool, seconds: Double = 0.3) -> (best: Double, mean: Double) {
+        let a = MappedFloats(count: M * K), b = MappedFloats(count: K * N), c = MappedFloats(count: M * N)
         for i in 0..<a.count { a.base[i] = Float(i % 7) * 0.01 }
         for i in 0..<b.count { b.base[i] = Float(i % 5) * 0.01 }
         func run() {
@@ -41,14 +49,55 @@ public enum BenchCommand {
                         1, a.base, Int32(K), b.base, transB ? Int32(K) : Int32(N), 0, c.base, Int32(N))
         }
         run()
-        var best = Double.infinity
+        var best = Double.infinity, total = 0.0, runs = 0
         let deadline = now() + seconds
         repeat {
             let t0 = now()
             run()
-            best = min(best, now() - t0)
+            let dt = now() - t0
+            best = min(best, dt)
+            total += dt
+            runs += 1
         } while now() < deadline
-        return 2 * Double(M) * Double(N) * Double(K) / best / 1e9
+        let flops = 2 * Double(M) * Double(N) * Double(K)
+        return (flops / best / 1e9, flops * Double(runs) / total / 1e9)
+    }
+
+    /// Floats in their own anonymous mapping, unmapped at deinit: malloc may keep a freed block
+    /// resident, which would count in the peak RSS of the training steps measured after it.
+    final class MappedFloats {
+        let base: UnsafeMutablePointer<Float>, count: Int, bytes: Int
+        init(count: Int) {
+            self.count = count
+            bytes = max(count, 1) * MemoryLayout<Float>.stride
+            let raw = mmap(nil, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0)
+            precondition(raw != MAP_FAILED, "bench: cannot map \(bytes) bytes")
+            base = raw!.bindMemory(to: Float.self, capacity: max(count, 1))
+        }
+        deinit { munmap(base, bytes) }
+    }
+
+    /// The probe run after every step: (2048, 2048, 2048) sgemms for `probeSeconds` (about ten).
+    /// Its mean is the machine's sustained sgemm rate at that moment, which `mfuPaired` compares
+    /// the neighbouring steps with.
+    static let probeSeconds = 0.8
+    static func probe() -> (best: Double, mean: Double) {
+        sgemmGFLOPs(M: 2048, N: 2048, K: 2048, transB: false, seconds: probeSeconds)
+    }
+
+    /// The mean over timed steps of each step's model GFLOP/s divided by the faster of the
+    /// sustained sgemm rates measured just before and just after it. `probeGFLOPs[i]` follows
+    /// step i of all steps (warm-up first), so timed step j is step warmup + j and the probe
+    /// before it is step warmup + j - 1's (none before the very first step).
+    static func pairedMFU(modelFlops: Double, timedSeconds: [Double], probeGFLOPs: [Double], warmup: Int) -> Double {
+        precondition(probeGFLOPs.count == warmup + timedSeconds.count, "one probe per step")
+        guard !timedSeconds.isEmpty else { return 0 }
+        let ratios = timedSeconds.indices.map { j -> Double in
+            let i = warmup + j
+            let sustained = max(probeGFLOPs[i], i > 0 ? probeGFLOPs[i - 1] : 0)
+            return modelFlops / timedSeconds[j] / 1e9 / sustained
+        }
+        return ratios.reduce(0, +) / Double(ratios.count)
     }
 
     /// The matrix products of one training step of `config` on N tokens, as (M, N, K, transB, count).
@@ -89,6 +138,8 @@ public enum BenchCommand {
         let batch = TokenBatch(batchSize: B, seqLen: T, tokens: tokens, labels: tokens)
         var losses: [Double] = []
         var times: [Double] = []
+        var probes: [Double] = [], probeBest = 0.0
+        var trainingPeakRSS = 0
         for i in 0..<(warmup + steps) {
             if i == warmup { Profiler.reset() }
             let t0 = now()
@@ -100,12 +151,17 @@ public enum BenchCommand {
             let dt = now() - t0
             losses.append(loss.mean)
             if i >= warmup { times.append(dt) }
-            progress(String(format: "%@ step %d: %.3f s, loss %.4f", i < warmup ? "warm-up" : "timed", i + 1, dt, loss.mean))
+            // The peak RSS is read before each probe and its mark reset after it: the probe's
+            // matrices (and those of the sgemm survey below) are the benchmark's, not training's.
+            trainingPeakRSS = max(trainingPeakRSS, peakRSSBytes() ?? 0)
+            let p = probe()
+            probes.append(p.mean)
+            probeBest = max(probeBest, p.best)
+            resetPeakRSS()
+            progress(String(format: "%@ step %d: %.3f s, loss %.4f | sgemm after it %.1f GFLOP/s (mean)",
+                            i < warmup ? "warm-up" : "timed", i + 1, dt, loss.mean, probes[i]))
         }
         let perStep = times.reduce(0, +) / Double(max(times.count, 1))
-        // Read before the sgemm measurement below, whose matrices (up to ~0.2 GB for the LM-head
-        // shapes) are the benchmark's own and no part of training.
-        let trainingPeakRSS = peakRSSBytes() ?? 0
         if Profiler.enabled {
             for (name, sec) in Profiler.report() {
                 progress(String(format: "profile %-10@ %7.3f s/step (%4.1f%%)", name, sec / Double(steps), 100 * sec / Double(steps) / perStep))
@@ -116,13 +172,13 @@ public enum BenchCommand {
         progress("measuring sgemm in this process...")
         var weightedTime = 0.0, weightedFlops = 0.0, peak = 0.0
         for (m, n, k, tb, count) in stepShapes(config: config, tokens: B * T, full: full) {
-            let g = sgemmGFLOPs(M: m, N: n, K: k, transB: tb, seconds: 0.15)
+            let g = sgemmGFLOPs(M: m, N: n, K: k, transB: tb, seconds: 0.15).best
             let f = 2 * Double(m * n * k) * Double(count)
             weightedFlops += f
             weightedTime += f / (g * 1e9)
             peak = max(peak, g)
         }
-        peak = max(peak, sgemmGFLOPs(M: 2048, N: 2048, K: 2048, transB: false, seconds: 0.5))
+        peak = max(peak, sgemmGFLOPs(M: 2048, N: 2048, K: 2048, transB: false, seconds: 0.5).best, probeBest)
         let achieved = flops / perStep / 1e9
         let fastest = times.min() ?? perStep
         return StepBenchmark(method: full ? "full" : "lora(r=\(loraRank), 7 targets)", batch: B, seqLen: T, threads: threads,
@@ -130,7 +186,9 @@ public enum BenchCommand {
                              tokensPerSecond: Double(B * T) / perStep,
                              modelFlopsPerStep: flops, achievedGFLOPs: achieved, sgemmPeakGFLOPs: peak,
                              sgemmStepShapesGFLOPs: weightedFlops / weightedTime / 1e9, mfu: achieved / peak,
-                             mfuFastestStep: flops / fastest / 1e9 / peak, peakRSSBytes: trainingPeakRSS, losses: losses)
+                             mfuFastestStep: flops / fastest / 1e9 / peak,
+                             mfuPaired: pairedMFU(modelFlops: flops, timedSeconds: times, probeGFLOPs: probes, warmup: warmup), probeMeanGFLOPs: probes,
+                             peakRSSBytes: trainingPeakRSS, losses: losses)
     }
 
     public static func report(_ r: StepBenchmark, json: Bool) {
@@ -141,7 +199,8 @@ public enum BenchCommand {
                 "tokens_per_s": r.tokensPerSecond,
                 "model_flops_per_step": r.modelFlopsPerStep, "achieved_gflops": r.achievedGFLOPs,
                 "sgemm_peak_gflops": r.sgemmPeakGFLOPs, "sgemm_step_shapes_gflops": r.sgemmStepShapesGFLOPs,
-                "mfu": r.mfu, "mfu_fastest_step": r.mfuFastestStep, "peak_rss_bytes": r.peakRSSBytes, "losses": r.losses,
+                "mfu": r.mfu, "mfu_fastest_step": r.mfuFastestStep, "mfu_paired": r.mfuPaired,
+                "sgemm_probe_mean_gflops": r.probeMeanGFLOPs, "peak_rss_bytes": r.peakRSSBytes, "losses": r.losses,
             ] as [String: Any]))
             return
         }
@@ -151,6 +210,8 @@ public enum BenchCommand {
         print(String(format: "sgemm peak %.1f GFLOP/s | over the step's shapes %.1f GFLOP/s | MFU %.1f%% of peak (%.1f%% of step-shape sgemm; fastest step %.1f%% of peak)",
                      r.sgemmPeakGFLOPs, r.sgemmStepShapesGFLOPs, 100 * r.mfu, 100 * r.achievedGFLOPs / r.sgemmStepShapesGFLOPs,
                      100 * r.mfuFastestStep))
+        print(String(format: "MFU paired: each step against the sustained sgemm measured around it %.1f%% (sustained %.1f-%.1f GFLOP/s)",
+                     100 * r.mfuPaired, r.probeMeanGFLOPs.min() ?? 0, r.probeMeanGFLOPs.max() ?? 0))
         print(String(format: "peak RSS %.2f GiB", Double(r.peakRSSBytes) / 1_073_741_824))
     }
 }

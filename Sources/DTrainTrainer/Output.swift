@@ -21,6 +21,15 @@ public func peakRSSBytes() -> Int? {
     return nil
 }
 
+/// Resets the peak-RSS mark (`VmHWM`) to the current RSS, where Linux allows it; returns
+/// whether it did.
+@discardableResult
+public func resetPeakRSS() -> Bool {
+    guard let file = fopen("/proc/self/clear_refs", "w") else { return false }
+    defer { fclose(file) }
+    return fputs("5", file) >= 0
+}
+
 /// Monotonic seconds.
 public func now() -> Double {
     var ts = timespec()
