@@ -37,17 +37,29 @@ public struct StepBenchmark {
 
 /// `dtrain bench step`: times training steps of a real model and relates them to the machine's sgemm.
 public enum BenchCommand {
-    /// Best and mean GFLOP/s of cblas_sgemm on (M, K) · (K, N) (row-major, B transposed as in
-    /// Linear.forward) over repeated runs for about `seconds`, after one untimed run. The
-    /// matrices are mapped for the call and unmapped after it, so they leave nothing resident.
+    /// Best and mean GFLOP/s of sgemm on (M, K) · (K, N) (row-major, B transposed as in
+    /// Linear.forward) over repeated runs for about `seconds`, after one untimed run, each way
+    /// a rank can run it on its threads: OpenBLAS's own threads, and the compute team splitting
+    /// it (`Parallel.sgemm`, what training uses); the faster way counts. The matrices are mapped
+    /// for the call and unmapped after it, so they leave nothing resident.
     static func sgemmGFLOPs(M: Int, N: Int, K: Int, transB: Bool, seconds: Double = 0.3) -> (best: Double, mean: Double) {
         let a = MappedFloats(count: M * K), b = MappedFloats(count: K * N), c = MappedFloats(count: M * N)
         for i in 0..<a.count { a.base[i] = Float(i % 7) * 0.01 }
         for i in 0..<b.count { b.base[i] = Float(i % 5) * 0.01 }
-        func run() {
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, transB ? CblasTrans : CblasNoTrans, Int32(M), Int32(N), Int32(K),
-                        1, a.base, Int32(K), b.base, transB ? Int32(K) : Int32(N), 0, c.base, Int32(N))
+        let blas = ComputeThreads.withBLASThreads(Parallel.threads) {
+            timed(M: M, N: N, K: K, seconds: seconds / 2) {
+                cblas_sgemm(CblasRowMajor, CblasNoTrans, transB ? CblasTrans : CblasNoTrans, Int32(M), Int32(N), Int32(K),
+                            1, a.base, Int32(K), b.base, transB ? Int32(K) : Int32(N), 0, c.base, Int32(N))
+            }
         }
+        let team = timed(M: M, N: N, K: K, seconds: seconds / 2) {
+            Parallel.sgemm(false, transB, M, N, K, 1, a.base, K, b.base, transB ? K : N, 0, c.base, N)
+        }
+        return (max(blas.best, team.best), max(blas.mean, team.mean))
+    }
+
+    /// Best and mean GFLOP/s of `run`, an (M, N, K) product, over about `seconds`.
+    private static func timed(M: Int, N: Int, K: Int, seconds: Double, _ run: () -> Void) -> (best: Double, mean: Double) {
         run()
         var best = Double.infinity, total = 0.0, runs = 0
         let deadline = now() + seconds

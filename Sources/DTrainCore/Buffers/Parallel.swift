@@ -1,13 +1,30 @@
-import Dispatch
 import Foundation
 
-/// Element-wise work split across the rank's compute threads.
+/// A rank's parallel work: element-wise loops, attention's independent pairs and the large
+/// matrix products, all on one `ComputeTeam`, with BLAS itself single-threaded.
 ///
-/// BLAS has its own threads; this is for the loops between matrix products (softmax rows,
-/// SwiGLU, AdamW) where one thread would leave the other cores idle.
+/// Each large product is split into one part per thread (`GEMMSplit`), each part one
+/// single-threaded `cblas_sgemm`. On this 2-core VM that beat OpenBLAS's own threads by a wide
+/// margin inside a training step, whose products are separated by element-wise work: OpenBLAS's
+/// threads either sleep between products (and every product then waits for a halted virtual CPU
+/// to wake) or spin and take the cores from the element-wise loops.
 public enum Parallel {
-    /// Threads used for element-wise loops; set once at start from the run's thread count.
-    nonisolated(unsafe) public static var threads: Int = 1
+    /// Threads for the rank's parallel work; set once at start from the run's thread count.
+    public static var threads: Int { team?.size ?? 1 }
+
+    /// The team; nil until `ComputeThreads.configure` asks for more than one thread.
+    nonisolated(unsafe) static var team: ComputeTeam?
+
+    /// Runs `body(participant)` for participants 0..<n (n at most `threads`): on the team, or on
+    /// the caller alone when there is no team or it is busy.
+    @inline(__always)
+    static func each(_ n: Int, _ body: (Int) -> Void) {
+        guard n > 1, let team else {
+            for i in 0..<n { body(i) }
+            return
+        }
+        team.run { i in if i < n { body(i) } }
+    }
 
     /// Calls `body(range)` on disjoint chunks covering `0..<count`, in parallel when the work is
     /// large enough (`count >= minPerThread * 2`) and more than one thread is configured.
@@ -19,7 +36,7 @@ public enum Parallel {
             return
         }
         let per = (count + n - 1) / n
-        DispatchQueue.concurrentPerform(iterations: n) { i in
+        each(n) { i in
             let lo = i * per, hi = min(count, lo + per)
             if lo < hi { body(lo..<hi) }
         }
@@ -28,23 +45,71 @@ public enum Parallel {
     /// Calls `body(worker, item)` for every item in `0..<count`, with items split into `workers`
     /// contiguous runs (at most `count`), worker w taking run w in order. What an item computes
     /// must not depend on its worker: the worker index only picks its scratch. Callers pass
-    /// `Parallel.threads` as it was when they sized their scratch.
-    ///
-    /// While the workers run, BLAS is single-threaded, so each worker's products run on its own
-    /// core: for many small products (attention's blocks) this beats splitting each product
-    /// across BLAS's threads, and the loops between the products run in parallel too.
+    /// `Parallel.threads` as it was when they sized their scratch; with more workers than
+    /// threads, a thread runs several workers' runs one after the other.
     public static func forEachItem(_ count: Int, workers: Int, _ body: (Int, Int) -> Void) {
         let n = max(1, min(workers, count))
-        if n == 1 {
-            for item in 0..<count { body(0, item) }
-            return
-        }
         let per = (count + n - 1) / n
-        ComputeThreads.withSingleThreadedBLAS {
-            DispatchQueue.concurrentPerform(iterations: n) { w in
+        let runners = min(n, threads)
+        each(runners) { r in
+            for w in stride(from: r, to: n, by: runners) {
                 for item in (w * per)..<min(count, (w + 1) * per) { body(w, item) }
             }
         }
+    }
+
+    /// `cblas_sgemm` (row-major): C (M, N) = alpha · op(A) (M, K) · op(B) (K, N) + beta · C, split
+    /// across the threads by `GEMMSplit` when it is large enough. Every element of C is computed
+    /// by one single-threaded sgemm over the whole of K, so the result does not depend on the split.
+    public static func sgemm(_ transA: Bool, _ transB: Bool, _ M: Int, _ N: Int, _ K: Int,
+                             _ alpha: Float, _ a: UnsafePointer<Float>, _ lda: Int,
+                             _ b: UnsafePointer<Float>, _ ldb: Int,
+                             _ beta: Float, _ c: UnsafeMutablePointer<Float>, _ ldc: Int) {
+        let parts = GEMMSplit.parts(M: M, N: N, K: K, threads: threads)
+        each(parts.count) { i in
+            let p = parts[i]
+            GEMMSplit.run(p, transA, transB, K, alpha, a, lda, b, ldb, beta, c, ldc)
+        }
+    }
+}
+
+/// How `Parallel.sgemm` divides a product: into row blocks of C when M ≥ N, else column blocks,
+/// since each part packs all of the other operand (splitting rows repeats B's packing, columns
+/// A's). Block edges fall on multiples of 16; products under `minFlops` stay whole.
+public enum GEMMSplit {
+    /// One part: rows m0..<m1 and columns n0..<n1 of C.
+    public struct Part: Equatable, Sendable { public var m0, m1, n0, n1: Int }
+
+    /// Below this many FLOPs (about 20 µs on one core) a product is not split.
+    public static let minFlops = 2_000_000
+
+    public static func parts(M: Int, N: Int, K: Int, threads: Int) -> [Part] {
+        let whole = [Part(m0: 0, m1: M, n0: 0, n1: N)]
+        guard threads > 1, 2 * M * N * K >= minFlops else { return whole }
+        let byRows = M >= N, extent = byRows ? M : N
+        let blocks = min(threads, extent / 16)
+        guard blocks > 1 else { return whole }
+        let per = (extent / blocks + 15) / 16 * 16
+        return (0..<blocks).compactMap { i -> Part? in
+            let lo = i * per, hi = i == blocks - 1 ? extent : min(extent, lo + per)
+            guard lo < hi else { return nil }
+            return byRows ? Part(m0: lo, m1: hi, n0: 0, n1: N) : Part(m0: 0, m1: M, n0: lo, n1: hi)
+        }
+    }
+
+    /// Runs one part as a single-threaded sgemm on the matching blocks of A, B and C.
+    @inline(__always)
+    public static func run(_ p: Part, _ transA: Bool, _ transB: Bool, _ K: Int,
+                           _ alpha: Float, _ a: UnsafePointer<Float>, _ lda: Int,
+                           _ b: UnsafePointer<Float>, _ ldb: Int,
+                           _ beta: Float, _ c: UnsafeMutablePointer<Float>, _ ldc: Int) {
+        // Row m of op(A) starts at a + m·lda (A is (M, K)), or is column m of A (A is (K, M)).
+        let aPart = transA ? a + p.m0 : a + p.m0 * lda
+        // Column n of op(B) is column n of B (B is (K, N)), or row n of B (B is (N, K)).
+        let bPart = transB ? b + p.n0 * ldb : b + p.n0
+        cblas_sgemm(CblasRowMajor, transA ? CblasTrans : CblasNoTrans, transB ? CblasTrans : CblasNoTrans,
+                    Int32(p.m1 - p.m0), Int32(p.n1 - p.n0), Int32(K), alpha, aPart, Int32(lda), bPart, Int32(ldb),
+                    beta, c + p.m0 * ldc + p.n0, Int32(ldc))
     }
 }
 
@@ -52,22 +117,30 @@ import CBLAS
 
 /// The rank's compute threads: BLAS's pool and the element-wise loops.
 public enum ComputeThreads {
-    /// Sets both BLAS's thread count and `Parallel.threads` to `count`.
+    /// Sets `Parallel.threads` to `count` (making the rank's `ComputeTeam` the first time, or
+    /// anew if the count changes) and BLAS to one thread: the team splits the products.
     public static func configure(_ count: Int) {
         let n = max(1, count)
         shortenBLASSpin()
-        openblas_set_num_threads(Int32(n))
-        Parallel.threads = n
+        openblas_set_num_threads(1)
+        if n != Parallel.threads { Parallel.team = n > 1 ? ComputeTeam(size: n) : nil }
     }
 
-    /// OpenBLAS's workers spin for 2^28 cycles (about 0.1 s) after each product before they
-    /// sleep, and on a node with as many threads as cores they then compete with the element-wise
-    /// loops and with attention's workers that run right after most products: in a SmolLM2 LoRA
-    /// step, attention took 0.42 s with the default spin and 0.24-0.30 s with 2^16 cycles.
-    /// OpenBLAS reads `OPENBLAS_THREAD_TIMEOUT` (log2 of the cycles) only when it starts its
-    /// threads, so this sets it, unless the user has, and restarts them (they start again at
-    /// the next `openblas_set_num_threads`). The two entry points are looked up at run time; a
-    /// BLAS without them keeps its own behaviour.
+    /// Runs `body` with OpenBLAS's own threads set to `count`, then back to one: for measuring
+    /// OpenBLAS's threaded sgemm beside the team's (`dtrain bench`).
+    public static func withBLASThreads<R>(_ count: Int, _ body: () -> R) -> R {
+        openblas_set_num_threads(Int32(max(1, count)))
+        defer { openblas_set_num_threads(1) }
+        return body()
+    }
+
+    /// BLAS runs single-threaded, but OpenBLAS may have started its threads already (it does at
+    /// load time, one per core), and `withBLASThreads` starts them again. Those threads spin for
+    /// 2^28 cycles (about 0.1 s) after each product before they sleep, taking cores from the
+    /// team. OpenBLAS reads `OPENBLAS_THREAD_TIMEOUT` (log2 of the cycles) only when it starts
+    /// its threads, so this sets it to 16, unless the user has, and shuts them down (they start
+    /// again at the next `openblas_set_num_threads` above one). The two entry points are looked
+    /// up at run time; a BLAS without them keeps its own behaviour.
     private static func shortenBLASSpin() {
         guard !spinShortened else { return }
         spinShortened = true
@@ -80,15 +153,6 @@ public enum ComputeThreads {
     }
 
     nonisolated(unsafe) private static var spinShortened = false
-
-    /// Runs `body` with BLAS on one thread, then restores BLAS's thread count.
-    public static func withSingleThreadedBLAS<R>(_ body: () -> R) -> R {
-        let saved = openblas_get_num_threads()
-        if saved == 1 { return body() }
-        openblas_set_num_threads(1)
-        defer { openblas_set_num_threads(saved) }
-        return body()
-    }
 
     /// Cores this process may run on.
     public static var available: Int { ProcessInfo.processInfo.activeProcessorCount }

@@ -31,8 +31,7 @@ public enum CrossEntropyHead {
                 (xg + i * C).update(from: x + Int(rows[start + i]) * C, count: C)
             }
             // logits (r, V) = xg (r, C) · weight (V, C)ᵀ
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Int32(r), Int32(V), Int32(C),
-                        1, xg, Int32(C), weight, Int32(C), 0, logits, Int32(V))
+            Parallel.sgemm(false, true, r, V, C, 1, xg, C, weight, C, 0, logits, V)
             let wantGrad = dx != nil || dweight != nil
             // Softmax and loss per row, in parallel over rows; losses land in the row's own slot.
             Parallel.forChunks(r, minPerThread: 1) { range in
@@ -64,8 +63,7 @@ public enum CrossEntropyHead {
                 guard wantGrad else { return }
                 if let dx {
                     // dxg (r, C) = e (r, V) · weight (V, C); dx row += s_i · dxg_i - lossScale · weight[t_i]
-                    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, Int32(r), Int32(C), Int32(V),
-                                1, logits, Int32(V), weight, Int32(C), 0, dxg, Int32(C))
+                    Parallel.sgemm(false, false, r, C, V, 1, logits, V, weight, C, 0, dxg, C)
                     for i in 0..<r {
                         let dst = dx + Int(rows[start + i]) * C, src = dxg + i * C
                         let w = weight + Int(targets[start + i]) * C, si = rowScale[i]
@@ -78,8 +76,7 @@ public enum CrossEntropyHead {
                         let xi = xg + i * C, dw = dweight + Int(targets[start + i]) * C, si = rowScale[i]
                         for c in 0..<C { dw[c] -= lossScale * xi[c]; xi[c] *= si }
                     }
-                    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, Int32(V), Int32(C), Int32(r),
-                                1, logits, Int32(V), xg, Int32(C), 1, dweight, Int32(C))
+                    Parallel.sgemm(true, false, V, C, r, 1, logits, V, xg, C, 1, dweight, C)
                 }
             }
             start += r

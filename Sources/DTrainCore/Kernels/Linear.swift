@@ -7,8 +7,7 @@ public enum Linear {
                                _ weight: UnsafePointer<Float>, _ bias: UnsafePointer<Float>?,
                                _ N: Int, _ IC: Int, _ OC: Int, accumulate: Bool = false) {
         // (N, IC) x (IC, OC) -> (N, OC): A = inp no-trans, B = weight transposed.
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Int32(N), Int32(OC), Int32(IC),
-                    1, inp, Int32(IC), weight, Int32(IC), accumulate ? 1 : 0, out, Int32(OC))
+        Parallel.sgemm(false, true, N, OC, IC, 1, inp, IC, weight, IC, accumulate ? 1 : 0, out, OC)
         if let bias {
             for n in 0..<N {
                 let y = out + n * OC
@@ -27,13 +26,11 @@ public enum Linear {
                                 _ weight: UnsafePointer<Float>, _ N: Int, _ IC: Int, _ OC: Int, accumulateInput: Bool = true) {
         if let dinp {
             // (N, OC) x (OC, IC) -> (N, IC)
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, Int32(N), Int32(IC), Int32(OC),
-                        1, dout, Int32(OC), weight, Int32(IC), accumulateInput ? 1 : 0, dinp, Int32(IC))
+            Parallel.sgemm(false, false, N, IC, OC, 1, dout, OC, weight, IC, accumulateInput ? 1 : 0, dinp, IC)
         }
         if let dweight {
             // (OC, N) x (N, IC) -> (OC, IC): A = dout transposed.
-            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, Int32(OC), Int32(IC), Int32(N),
-                        1, dout, Int32(OC), inp, Int32(IC), 1, dweight, Int32(IC))
+            Parallel.sgemm(true, false, OC, IC, N, 1, dout, OC, inp, IC, 1, dweight, IC)
         }
         if let dbias {
             for n in 0..<N {

@@ -19,15 +19,13 @@ public enum LoRA {
     /// xa (N, R) = inp (N, IC) · A (R, IC)ᵀ.
     public static func forwardA(_ xa: UnsafeMutablePointer<Float>, _ inp: UnsafePointer<Float>, _ a: UnsafePointer<Float>,
                                 _ N: Int, _ IC: Int, _ R: Int) {
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Int32(N), Int32(R), Int32(IC),
-                    1, inp, Int32(IC), a, Int32(IC), 0, xa, Int32(R))
+        Parallel.sgemm(false, true, N, R, IC, 1, inp, IC, a, IC, 0, xa, R)
     }
 
     /// out (N, OC) += scale · xa (N, r; leading dimension ldxa) · B (OC, r)ᵀ.
     public static func forwardB(_ out: UnsafeMutablePointer<Float>, _ xa: UnsafePointer<Float>, _ ldxa: Int,
                                 _ b: UnsafePointer<Float>, _ N: Int, _ OC: Int, _ r: Int, scale: Float) {
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Int32(N), Int32(OC), Int32(r),
-                    scale, xa, Int32(ldxa), b, Int32(r), 1, out, Int32(OC))
+        Parallel.sgemm(false, true, N, OC, r, scale, xa, ldxa, b, r, 1, out, OC)
     }
 
     /// dinp (N, IC) += ∂/∂inp (when non-nil), da (r, IC) += ∂/∂A, db (OC, r) += ∂/∂B.
@@ -128,25 +126,21 @@ public enum LoRA {
     public static func backwardB(_ db: UnsafeMutablePointer<Float>, _ dxa: UnsafeMutablePointer<Float>, _ lddxa: Int,
                                  _ dout: UnsafePointer<Float>, _ xa: UnsafePointer<Float>, _ ldxa: Int,
                                  _ b: UnsafePointer<Float>, _ N: Int, _ OC: Int, _ r: Int, scale: Float) {
-        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, Int32(OC), Int32(r), Int32(N),
-                    scale, dout, Int32(OC), xa, Int32(ldxa), 1, db, Int32(r))
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, Int32(N), Int32(r), Int32(OC),
-                    scale, dout, Int32(OC), b, Int32(r), 0, dxa, Int32(lddxa))
+        Parallel.sgemm(true, false, OC, r, N, scale, dout, OC, xa, ldxa, 1, db, r)
+        Parallel.sgemm(false, false, N, r, OC, scale, dout, OC, b, r, 0, dxa, lddxa)
     }
 
     /// da (R, IC) += dxa (N, R)ᵀ · inp (N, IC); dinp (N, IC) += dxa · A (R, IC) when non-nil.
     public static func backwardA(_ dinp: UnsafeMutablePointer<Float>?, _ da: UnsafeMutablePointer<Float>,
                                  _ dxa: UnsafePointer<Float>, _ inp: UnsafePointer<Float>, _ a: UnsafePointer<Float>,
                                  _ N: Int, _ IC: Int, _ R: Int) {
-        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, Int32(R), Int32(IC), Int32(N),
-                    1, dxa, Int32(R), inp, Int32(IC), 1, da, Int32(IC))
+        Parallel.sgemm(true, false, R, IC, N, 1, dxa, R, inp, IC, 1, da, IC)
         if let dinp { backwardInput(dinp, dxa, a, N, IC, R) }
     }
 
     /// dinp (N, IC) += dxa (N, R) · A (R, IC): the part of `backwardA` that needs no input.
     public static func backwardInput(_ dinp: UnsafeMutablePointer<Float>, _ dxa: UnsafePointer<Float>,
                                      _ a: UnsafePointer<Float>, _ N: Int, _ IC: Int, _ R: Int) {
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, Int32(N), Int32(IC), Int32(R),
-                    1, dxa, Int32(R), a, Int32(IC), 1, dinp, Int32(IC))
+        Parallel.sgemm(false, false, N, IC, R, 1, dxa, R, a, IC, 1, dinp, IC)
     }
 }
