@@ -20,6 +20,7 @@ public final class GradientReducer {
     public let buckets: [Bucket]
     private var handles: [ReduceHandle?]
     private var started = 0
+    private var backwardEnd = 0.0, waitEnd = 0.0
     /// Seconds spent waiting for reductions after this rank's backward had finished: the
     /// communication not hidden, plus waiting for slower ranks.
     public private(set) var exposedSeconds = 0.0
@@ -69,16 +70,27 @@ public final class GradientReducer {
     /// Starts what is left, waits for everything; `reduced` then holds the sums.
     public func finish() {
         let t0 = now()
-        let backwardEnd = Date().timeIntervalSince1970
+        backwardEnd = Date().timeIntervalSince1970
         while started < buckets.count { start(started) }
         for h in handles { if let h { comm.wait(h) } }
-        let waitEnd = Date().timeIntervalSince1970
+        waitEnd = Date().timeIntervalSince1970
         exposedSeconds += now() - t0
-        // When did the slowest rank finish backward? (Wall clocks: equal on one node, NTP-close
-        // across nodes.) One double, after the reductions, so it delays nothing they overlap.
-        var slowest = [backwardEnd]
-        comm.allReduceMax(&slowest)
-        unhiddenSeconds += max(0, waitEnd - slowest[0])
+    }
+
+    /// After `finish`: when this rank's backward ended (wall clock), in slot `rank` of an array
+    /// of `worldSize` zeros. The trainer sums it with the step's other numbers in the one
+    /// all-reduce it does anyway, which hands every rank all ranks' times: the slowest is the
+    /// largest. (Wall clocks: equal on one node, NTP-close across nodes.)
+    public var backwardEndSlots: [Double] {
+        var slots = [Double](repeating: 0, count: comm.worldSize)
+        slots[comm.rank] = backwardEnd
+        return slots
+    }
+
+    /// Takes every rank's backward end (`backwardEndSlots` summed over the ranks) and counts the
+    /// time this rank's reductions ran on after the slowest rank's backward had finished.
+    public func recordBackwardEnds(_ ends: ArraySlice<Double>) {
+        unhiddenSeconds += max(0, waitEnd - (ends.max() ?? waitEnd))
     }
 
     private func start(_ i: Int) {

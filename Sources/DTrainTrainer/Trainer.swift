@@ -213,8 +213,10 @@ public final class Trainer {
             model.layerBackwardDone = nil
             reducer?.finish()
             let grads = reducer?.reduced ?? trainable.grads
-            var totals = [lossSum, Double(localTokens)]
+            // One all-reduce: the loss and token sums, and each rank's backward end time.
+            var totals = [lossSum, Double(localTokens)] + (reducer?.backwardEndSlots ?? [])
             comm.allReduceSum(&totals)
+            reducer?.recordBackwardEnds(totals[2...])
             rescue?.hold()
             let norm = AdamWState.norm(grads)
             let clip: Float = cfg.optim.gradClip > 0 && norm > Double(cfg.optim.gradClip) ? cfg.optim.gradClip / Float(norm) : 1
