@@ -99,7 +99,7 @@ public final class Trainer {
         let totalSteps = min(cfg.train.maxSteps ?? Int.max, cfg.train.epochs * stepsPerEpoch)
         let builder = BatchBuilder(maxSeqLen: cfg.data.maxSeqLen, packing: cfg.data.packing)
         // One micro-batch's arrays, refilled in place for every micro-batch of the run.
-        var microBatch = TokenBatch(batchSize: 1, seqLen: 0, tokens: [], labels: [])
+        var microBatch = TokenBatch.empty
         let reducer = comm.worldSize > 1
             ? GradientReducer(comm: comm, grads: trainable.grads, layerRanges: GradientReducer.layerRanges(model: model)) : nil
         let optimizer = AdamWState(count: trainable.weights.count)
@@ -315,7 +315,7 @@ public final class Trainer {
         let per = (examples.count + comm.worldSize - 1) / comm.worldSize
         let lo = min(examples.count, comm.rank * per), hi = min(examples.count, lo + per)
         var sums = [0.0, 0.0]
-        var batch = TokenBatch(batchSize: 1, seqLen: 0, tokens: [], labels: [])
+        var batch = TokenBatch.empty
         for start in stride(from: lo, to: hi, by: config.batch.micro) {
             builder.fill(&batch, for: Array(start..<min(hi, start + config.batch.micro)), from: examples)
             let loss = model.evaluate(batch)

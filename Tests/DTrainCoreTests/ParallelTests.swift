@@ -13,6 +13,7 @@ struct ParallelTests {
     /// parts run one after the other, so a run's results depend on its thread count only.
     @Test(arguments: [(false, true), (false, false), (true, false), (true, true)])
     func splitProductMatchesWholeProductAndIsDeterministic(transA: Bool, transB: Bool) {
+        // As in training: the parts run concurrently, each a single-threaded sgemm.
         openblas_set_num_threads(1)
         let teams = [2: ComputeTeam(size: 2), 3: ComputeTeam(size: 3)]
         // (M, N, K): rows split (M ≥ N), columns split (N > M), ragged edges, and one too small to split.
@@ -24,7 +25,7 @@ struct ParallelTests {
             cblas_sgemm(CblasRowMajor, transA ? CblasTrans : CblasNoTrans, transB ? CblasTrans : CblasNoTrans,
                         Int32(M), Int32(N), Int32(K), 0.5, a, Int32(lda), b, Int32(ldb), 1, &whole, Int32(ldc))
             for threads in [2, 3] {
-                let parts = GEMMSplit.parts(M: M, N: N, K: K, threads: threads)
+                let parts = parts(M: M, N: N, K: K, threads: threads)
                 #expect(parts.reduce(0) { $0 + ($1.m1 - $1.m0) * ($1.n1 - $1.n0) } == M * N, "the parts tile C")
                 var serial = c0, onTeam = c0
                 serial.withUnsafeMutableBufferPointer { c in
@@ -44,9 +45,16 @@ struct ParallelTests {
             }
         }
         // Large enough products are split, into blocks whose edges fall on multiples of 16.
-        let parts = GEMMSplit.parts(M: 1024, N: 576, K: 576, threads: 2)
-        #expect(parts == [GEMMSplit.Part(m0: 0, m1: 512, n0: 0, n1: 576), GEMMSplit.Part(m0: 512, m1: 1024, n0: 0, n1: 576)])
-        #expect(GEMMSplit.parts(M: 256, N: 49152, K: 576, threads: 3).allSatisfy { $0.n0 % 16 == 0 && $0.m1 == 256 })
+        #expect(parts(M: 1024, N: 576, K: 576, threads: 2)
+                == [GEMMSplit.Part(m0: 0, m1: 512, n0: 0, n1: 576), GEMMSplit.Part(m0: 512, m1: 1024, n0: 0, n1: 576)])
+        #expect(parts(M: 256, N: 49152, K: 576, threads: 3).allSatisfy { $0.n0 % 16 == 0 && $0.m1 == 256 })
+        // 64 rows for 3 threads: blocks of 32 (rounded up to 16), so only 2 parts.
+        #expect(parts(M: 64, N: 48, K: 2048, threads: 3).map { $0.m1 - $0.m0 } == [32, 32])
+    }
+
+    private func parts(M: Int, N: Int, K: Int, threads: Int) -> [GEMMSplit.Part] {
+        let plan = GEMMSplit.plan(M: M, N: N, K: K, threads: threads)
+        return (0..<plan.count).map { plan[$0] }
     }
 
     /// Each job runs every participant exactly once, on distinct threads, job after job; a job

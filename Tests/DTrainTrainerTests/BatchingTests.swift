@@ -78,7 +78,7 @@ import Testing
             SequenceExample(ids: (0..<n).map { Int32(e * 10 + $0) }, lossMask: (0..<n).map { UInt8($0 % 2) })
         }
         let builder = BatchBuilder(maxSeqLen: 10, packing: packing)
-        var reused = TokenBatch(batchSize: 1, seqLen: 0, tokens: [], labels: [])
+        var reused = TokenBatch.empty
         var storage: [UnsafeRawPointer?] = [], capacities: [Int] = []
         for micro in [[0, 1, 2, 3], [1, 3]] {
             builder.fill(&reused, for: micro, from: examples)

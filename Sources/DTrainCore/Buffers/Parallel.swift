@@ -59,16 +59,17 @@ public enum Parallel {
     }
 
     /// `cblas_sgemm` (row-major): C (M, N) = alpha · op(A) (M, K) · op(B) (K, N) + beta · C, split
-    /// across the threads by `GEMMSplit` when it is large enough. Every element of C is computed
-    /// by one single-threaded sgemm over the whole of K, so the result does not depend on the split.
+    /// across the threads by `GEMMSplit` when it is large enough. Each element of C is summed
+    /// over all of K by one single-threaded sgemm; the split depends only on the shape and the
+    /// thread count, so the bits do too (a split product can differ from a whole one in the
+    /// last bits: OpenBLAS sums a tile's edge elements in another order than its interior).
     public static func sgemm(_ transA: Bool, _ transB: Bool, _ M: Int, _ N: Int, _ K: Int,
                              _ alpha: Float, _ a: UnsafePointer<Float>, _ lda: Int,
                              _ b: UnsafePointer<Float>, _ ldb: Int,
                              _ beta: Float, _ c: UnsafeMutablePointer<Float>, _ ldc: Int) {
-        let parts = GEMMSplit.parts(M: M, N: N, K: K, threads: threads)
-        each(parts.count) { i in
-            let p = parts[i]
-            GEMMSplit.run(p, transA, transB, K, alpha, a, lda, b, ldb, beta, c, ldc)
+        let plan = GEMMSplit.plan(M: M, N: N, K: K, threads: threads)
+        each(plan.count) { i in
+            GEMMSplit.run(plan[i], transA, transB, K, alpha, a, lda, b, ldb, beta, c, ldc)
         }
     }
 }
@@ -83,18 +84,28 @@ public enum GEMMSplit {
     /// Below this many FLOPs (about 20 µs on one core) a product is not split.
     public static let minFlops = 2_000_000
 
-    public static func parts(M: Int, N: Int, K: Int, threads: Int) -> [Part] {
-        let whole = [Part(m0: 0, m1: M, n0: 0, n1: N)]
-        guard threads > 1, 2 * M * N * K >= minFlops else { return whole }
-        let byRows = M >= N, extent = byRows ? M : N
-        let blocks = min(threads, extent / 16)
-        guard blocks > 1 else { return whole }
-        let per = (extent / blocks + 15) / 16 * 16
-        return (0..<blocks).compactMap { i -> Part? in
-            let lo = i * per, hi = i == blocks - 1 ? extent : min(extent, lo + per)
-            guard lo < hi else { return nil }
+    /// The parts of one product, computed on demand: `Parallel.sgemm` runs in the training step,
+    /// where nothing may allocate.
+    public struct Plan: Sendable {
+        let M, N: Int, byRows: Bool, per: Int
+        /// Number of parts (1 when the product stays whole).
+        public let count: Int
+
+        /// Part i: blocks of `per` rows (or columns), the last one running to the end.
+        public subscript(i: Int) -> Part {
+            let extent = byRows ? M : N
+            let lo = i * per, hi = i == count - 1 ? extent : lo + per
             return byRows ? Part(m0: lo, m1: hi, n0: 0, n1: N) : Part(m0: 0, m1: M, n0: lo, n1: hi)
         }
+    }
+
+    public static func plan(M: Int, N: Int, K: Int, threads: Int) -> Plan {
+        let byRows = M >= N, extent = byRows ? M : N
+        let blocks = threads > 1 && 2 * M * N * K >= minFlops ? min(threads, extent / 16) : 1
+        guard blocks > 1 else { return Plan(M: M, N: N, byRows: byRows, per: extent, count: 1) }
+        let per = (extent / blocks + 15) / 16 * 16
+        // Rounding `per` up to 16 can leave fewer non-empty blocks than asked for.
+        return Plan(M: M, N: N, byRows: byRows, per: per, count: min(blocks, (extent + per - 1) / per))
     }
 
     /// Runs one part as a single-threaded sgemm on the matching blocks of A, B and C.
@@ -115,7 +126,7 @@ public enum GEMMSplit {
 
 import CBLAS
 
-/// The rank's compute threads: BLAS's pool and the element-wise loops.
+/// Configures a rank's compute threads: its `ComputeTeam`, and OpenBLAS kept to one thread.
 public enum ComputeThreads {
     /// Sets `Parallel.threads` to `count` (making the rank's `ComputeTeam` the first time, or
     /// anew if the count changes) and BLAS to one thread: the team splits the products.

@@ -20,6 +20,10 @@ public struct TokenBatch: Sendable {
     /// The label value that carries no loss.
     public static let ignoreIndex: Int32 = -100
 
+    /// A batch with no tokens: the starting point for `BatchBuilder.fill`, which refills one
+    /// batch's arrays in place.
+    public static var empty: TokenBatch { TokenBatch(batchSize: 1, seqLen: 0, tokens: [], labels: []) }
+
     public init(batchSize: Int, seqLen: Int, tokens: [Int32], labels: [Int32],
                 positions: [Int32]? = nil, segmentStarts: [Int32]? = nil, tokenKeys: [UInt64]? = nil) {
         precondition(tokens.count == batchSize * seqLen && labels.count == tokens.count,

@@ -39,7 +39,7 @@ public struct BatchBuilder: Sendable {
 
     /// The batch for a micro-batch; examples must already be at most `maxSeqLen` long.
     public func batch(for examples: [Int], from data: [SequenceExample]) -> TokenBatch {
-        var batch = TokenBatch(batchSize: 1, seqLen: 0, tokens: [], labels: [])
+        var batch = TokenBatch.empty
         fill(&batch, for: examples, from: data)
         return batch
     }
