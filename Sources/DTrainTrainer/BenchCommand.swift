@@ -7,6 +7,8 @@ import Foundation
 public struct StepBenchmark {
     public var method: String
     public var batch: Int, seqLen: Int, threads: Int, steps: Int
+    /// OpenBLAS's kernels that ran the products (and the peak), e.g. "SkylakeX".
+    public var blasKernels: String
     /// Mean seconds per optimizer step (forward + backward + AdamW).
     public var secondsPerStep: Double
     /// The fastest timed step.
@@ -194,7 +196,7 @@ public enum BenchCommand {
         let achieved = flops / perStep / 1e9
         let fastest = times.min() ?? perStep
         return StepBenchmark(method: full ? "full" : "lora(r=\(loraRank), 7 targets)", batch: B, seqLen: T, threads: threads,
-                             steps: steps, secondsPerStep: perStep, fastestSecondsPerStep: fastest,
+                             steps: steps, blasKernels: ComputeThreads.blasKernels, secondsPerStep: perStep, fastestSecondsPerStep: fastest,
                              tokensPerSecond: Double(B * T) / perStep,
                              modelFlopsPerStep: flops, achievedGFLOPs: achieved, sgemmPeakGFLOPs: peak,
                              sgemmStepShapesGFLOPs: weightedFlops / weightedTime / 1e9, mfu: achieved / peak,
@@ -207,6 +209,7 @@ public enum BenchCommand {
         if json {
             print(jsonLine([
                 "method": r.method, "batch": r.batch, "seq_len": r.seqLen, "threads": r.threads, "steps": r.steps,
+                "blas_kernels": r.blasKernels,
                 "seconds_per_step": r.secondsPerStep, "seconds_per_step_min": r.fastestSecondsPerStep,
                 "tokens_per_s": r.tokensPerSecond,
                 "model_flops_per_step": r.modelFlopsPerStep, "achieved_gflops": r.achievedGFLOPs,
@@ -216,7 +219,8 @@ public enum BenchCommand {
             ] as [String: Any]))
             return
         }
-        print(String(format: "method %@ | batch %dx%d | threads %d | %d timed steps", r.method, r.batch, r.seqLen, r.threads, r.steps))
+        print(String(format: "method %@ | batch %dx%d | threads %d | %d timed steps | OpenBLAS kernels %@", r.method, r.batch, r.seqLen,
+                     r.threads, r.steps, r.blasKernels))
         print(String(format: "step %.3f s (fastest %.3f s) | %.1f tokens/s | %.1f GFLOP/s achieved (model FLOPs %.3g per step)",
                      r.secondsPerStep, r.fastestSecondsPerStep, r.tokensPerSecond, r.achievedGFLOPs, r.modelFlopsPerStep))
         print(String(format: "sgemm peak %.1f GFLOP/s | over the step's shapes %.1f GFLOP/s | MFU %.1f%% of peak (%.1f%% of step-shape sgemm; fastest step %.1f%% of peak)",

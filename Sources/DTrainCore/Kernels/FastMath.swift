@@ -85,6 +85,20 @@ public enum FastMath {
         return sum
     }
 
+    /// Σ a[i]·b[i]·c[i] for i < count (float32 lanes, summed at the end).
+    @inline(__always)
+    public static func dot(_ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>, _ c: UnsafePointer<Float>, _ count: Int) -> Float {
+        var acc = SIMD8<Float>(repeating: 0)
+        var i = 0
+        while i + 8 <= count {
+            acc += load(a, i) * load(b, i) * load(c, i)
+            i += 8
+        }
+        var sum = acc.sum()
+        while i < count { sum += a[i] * b[i] * c[i]; i += 1 }
+        return sum
+    }
+
     /// 1 / (1 + e^-x) for 8 lanes.
     @inline(__always)
     public static func sigmoid(_ x: SIMD8<Float>) -> SIMD8<Float> {

@@ -25,15 +25,35 @@ public enum AdamW {
         let bc2Sqrt = Float((1 - pow(Double(b2), Double(t))).squareRoot())
         let stepSize = lr / bc1
         let decay = 1 - lr * hyper.weightDecay
-        Parallel.forChunks(count, minPerThread: 1 << 16) { r in
-            for i in r {
-                let g = grads[i] * gradScale
-                let mi = b1 * m[i] + (1 - b1) * g
-                let vi = b2 * v[i] + (1 - b2) * g * g
-                m[i] = mi
-                v[i] = vi
-                params[i] = params[i] * decay - stepSize * mi / (vi.squareRoot() / bc2Sqrt + eps)
+        // Bound by memory (28 bytes per parameter), so eight lanes at a time with explicit
+        // vectors: the scalar loop, which the compiler left unvectorised (four pointers that
+        // might alias), took 0.24 s per step on SmolLM2's 134.5M parameters. The lanes do the
+        // scalar arithmetic in the same order, so both give the same bits.
+        let vb1 = SIMD8<Float>(repeating: b1), vb2 = SIMD8<Float>(repeating: b2)
+        let va1 = SIMD8<Float>(repeating: 1 - b1), va2 = SIMD8<Float>(repeating: 1 - b2)
+        let vScale = SIMD8<Float>(repeating: gradScale), vDecay = SIMD8<Float>(repeating: decay)
+        let vStep = SIMD8<Float>(repeating: stepSize), vBc2 = SIMD8<Float>(repeating: bc2Sqrt)
+        let vEps = SIMD8<Float>(repeating: eps)
+        // Chunks start on multiples of 8 (past the first), so only the last one has a tail.
+        Parallel.forChunks(count / 8, minPerThread: 1 << 13) { r in
+            for j in r {
+                let i = j * 8
+                let g = FastMath.load(grads, i) * vScale
+                let mi = vb1 * FastMath.load(m, i) + va1 * g
+                let vi = vb2 * FastMath.load(v, i) + va2 * g * g
+                FastMath.store(mi, m, i)
+                FastMath.store(vi, v, i)
+                let p = FastMath.load(params, i) * vDecay - vStep * mi / (vi.squareRoot() / vBc2 + vEps)
+                FastMath.store(p, params, i)
             }
+        }
+        for i in (count / 8 * 8)..<count {
+            let g = grads[i] * gradScale
+            let mi = b1 * m[i] + (1 - b1) * g
+            let vi = b2 * v[i] + (1 - b2) * g * g
+            m[i] = mi
+            v[i] = vi
+            params[i] = params[i] * decay - stepSize * mi / (vi.squareRoot() / bc2Sqrt + eps)
         }
     }
 }

@@ -31,12 +31,19 @@ public final class AdamWState {
                     let lo = c * per, hi = min(grads.count, lo + per)
                     var s = 0.0
                     var i = lo
-                    while i < hi {
-                        var block: Float = 0 // short float blocks, summed in double
-                        let end = min(hi, i + 256)
-                        while i < end { block += grads.base[i] * grads.base[i]; i += 1 }
-                        s += Double(block)
+                    // Blocks of 256 summed in eight float32 lanes, the blocks summed in double.
+                    while i + 256 <= hi {
+                        var lanes = SIMD8<Float>()
+                        for j in stride(from: i, to: i + 256, by: 8) {
+                            let g = FastMath.load(grads.base, j)
+                            lanes += g * g
+                        }
+                        s += Double(lanes.sum())
+                        i += 256
                     }
+                    var tail: Float = 0
+                    while i < hi { tail += grads.base[i] * grads.base[i]; i += 1 }
+                    s += Double(tail)
                     outBase[c] = s
                 }
             }
