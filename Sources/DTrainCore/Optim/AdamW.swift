@@ -25,10 +25,9 @@ public enum AdamW {
         let bc2Sqrt = Float((1 - pow(Double(b2), Double(t))).squareRoot())
         let stepSize = lr / bc1
         let decay = 1 - lr * hyper.weightDecay
-        // Bound by memory (28 bytes per parameter), so eight lanes at a time with explicit
-        // vectors: the scalar loop, which the compiler left unvectorised (four pointers that
-        // might alias), took 0.24 s per step on SmolLM2's 134.5M parameters. The lanes do the
-        // scalar arithmetic in the same order, so both give the same bits.
+        // Eight lanes at a time with explicit vectors: on SmolLM2's 134.5M parameters the scalar
+        // loop took 0.20-0.27 s per step, this one 0.11 s (28 bytes of memory traffic per
+        // parameter, about 34 GB/s). The lanes do the scalar arithmetic in the same order.
         let vb1 = SIMD8<Float>(repeating: b1), vb2 = SIMD8<Float>(repeating: b2)
         let va1 = SIMD8<Float>(repeating: 1 - b1), va2 = SIMD8<Float>(repeating: 1 - b2)
         let vScale = SIMD8<Float>(repeating: gradScale), vDecay = SIMD8<Float>(repeating: decay)
