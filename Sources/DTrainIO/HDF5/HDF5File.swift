@@ -23,10 +23,24 @@ final class HDF5File {
 
     deinit { if id >= 0 { H5Fclose(id) } }
 
+    /// Switches off HDF5's shutdown at process exit, before the first HDF5 call (as
+    /// `H5dont_atexit` requires). Debian 12's thread-safe HDF5 1.10.8 sometimes fails to shut
+    /// its error interface down there and prints "HDF5: infinite loop closing library" (seen
+    /// at the end of the multi-threaded test runs). Nothing needs that shutdown: every file
+    /// dtrain opens is closed by `close()` or, on an error path, by `deinit`.
+    private static let processSetUp: Void = { _ = H5dont_atexit() }()
+
+    /// Prepares the calling thread: the process set-up above, and HDF5's own error printing
+    /// silenced (per thread in a thread-safe build), since dtrain reports errors itself, naming the file.
+    private static func prepareThread() {
+        processSetUp
+        dtrain_h5_silence_errors()
+    }
+
     /// Creates (or truncates) a file for writing. Objects of `alignment` bytes or more start at
     /// multiples of it, so their raw data can be written with O_DIRECT (`reserveFloats`).
     static func create(path: String, alignment: Int = 1) throws -> HDF5File {
-        dtrain_h5_silence_errors()
+        prepareThread()
         let fapl = H5Pcreate(dtrain_h5p_file_access())
         defer { H5Pclose(fapl) }
         if alignment > 1 { H5Pset_alignment(fapl, hsize_t(alignment), hsize_t(alignment)) }
@@ -37,7 +51,7 @@ final class HDF5File {
 
     /// Opens an existing file read-only.
     static func open(path: String) throws -> HDF5File {
-        dtrain_h5_silence_errors()
+        prepareThread()
         guard FileManager.default.fileExists(atPath: path) else { throw HDF5Error(path: path, message: "no such file") }
         guard H5Fis_hdf5(path) > 0 else {
             throw HDF5Error(path: path, message: "not an HDF5 file (no HDF5 signature; truncated or overwritten?)")
