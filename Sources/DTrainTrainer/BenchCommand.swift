@@ -7,7 +7,7 @@ import Foundation
 public struct StepBenchmark {
     public var method: String
     public var batch: Int, seqLen: Int, threads: Int, steps: Int
-    /// OpenBLAS's kernels that ran the products (and the peak), e.g. "SkylakeX".
+    /// OpenBLAS's kernels that ran the products (and the peak), e.g. "Haswell".
     public var blasKernels: String
     /// Mean seconds per optimizer step (forward + backward + AdamW).
     public var secondsPerStep: Double

@@ -19,8 +19,10 @@ import Testing
         expectGradient(dwte.array, numeric, "embedding dwte")
     }
 
-    @Test func rmsNorm() {
-        let N = 3, C = 8
+    /// C = 8 fills the eight-lane loops exactly; 19 also runs their scalar tails, and 5 only those.
+    @Test(arguments: [8, 19, 5])
+    func rmsNorm(C: Int) {
+        let N = 3
         let x = Buf(randomFloats(N * C, seed: 3)), weight = Buf(randomFloats(C, seed: 4))
         let w = randomFloats(N * C, seed: 5)
         let out = Buf(zeros: N * C), rstd = Buf(zeros: N)
@@ -31,8 +33,8 @@ import Testing
         _ = loss()
         let dx = Buf(zeros: N * C), dweight = Buf(zeros: C)
         RMSNorm.backward(dx.p, dweight.p, w, x.p, weight.p, rstd.p, N, C)
-        expectGradient(dx.array, numericGradient(x.p, N * C, eps: 1e-3, loss), "rmsnorm dx")
-        expectGradient(dweight.array, numericGradient(weight.p, C, eps: 1e-3, loss), "rmsnorm dweight")
+        expectGradient(dx.array, numericGradient(x.p, N * C, eps: 1e-3, loss), "rmsnorm dx, C = \(C)")
+        expectGradient(dweight.array, numericGradient(weight.p, C, eps: 1e-3, loss), "rmsnorm dweight, C = \(C)")
     }
 
     @Test func rope() {

@@ -1,7 +1,8 @@
 /// Root-mean-square layer norm: y = x / sqrt(mean(x²) + eps) * w.
 ///
-/// Rows are split across the threads; within a row the sums run in eight float32 lanes (a
-/// scalar running sum is one dependent add after another, which left the kernel latency-bound).
+/// Rows are split across the threads (except for the weight gradient's sum over rows); within a
+/// row the sums run in eight float32 lanes (a scalar running sum is one dependent add after
+/// another, which left the kernel latency-bound).
 public enum RMSNorm {
     /// out (N, C), rstd (N) = 1/sqrt(mean(x²)+eps) per row; inp (N, C); weight (C).
     public static func forward(_ out: UnsafeMutablePointer<Float>, _ rstd: UnsafeMutablePointer<Float>,

@@ -33,7 +33,7 @@ public enum AdamW {
         let vScale = SIMD8<Float>(repeating: gradScale), vDecay = SIMD8<Float>(repeating: decay)
         let vStep = SIMD8<Float>(repeating: stepSize), vBc2 = SIMD8<Float>(repeating: bc2Sqrt)
         let vEps = SIMD8<Float>(repeating: eps)
-        // Chunks start on multiples of 8 (past the first), so only the last one has a tail.
+        // The threads split whole vectors; the count % 8 elements left over run on the caller below.
         Parallel.forChunks(count / 8, minPerThread: 1 << 13) { r in
             for j in r {
                 let i = j * 8

@@ -27,8 +27,12 @@ final class HDF5File {
     /// `H5dont_atexit` requires). Debian 12's thread-safe HDF5 1.10.8 sometimes fails to shut
     /// its error interface down there and prints "HDF5: infinite loop closing library" (seen
     /// at the end of the multi-threaded test runs). Nothing needs that shutdown: every file
-    /// dtrain opens is closed by `close()` or, on an error path, by `deinit`.
-    private static let processSetUp: Void = { _ = H5dont_atexit() }()
+    /// dtrain opens is closed by `close()` or by `deinit` (readers, and writers on an error path),
+    /// and a checkpoint counts only once its closed temporary file has been renamed into place.
+    private static let processSetUp: Void = {
+        let status = H5dont_atexit()
+        assert(status >= 0, "H5dont_atexit must come before any other HDF5 call")
+    }()
 
     /// Prepares the calling thread: the process set-up above, and HDF5's own error printing
     /// silenced (per thread in a thread-safe build), since dtrain reports errors itself, naming the file.
