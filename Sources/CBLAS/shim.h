@@ -4,5 +4,4 @@
 
 // Declared by OpenBLAS's cblas.h on most builds; repeated so the shim does not depend on it.
 void openblas_set_num_threads(int num_threads);
-int openblas_get_num_threads(void);
 char *openblas_get_corename(void);
