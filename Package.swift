@@ -32,9 +32,11 @@ let package = Package(
                        providers: [.apt(["libssl-dev"])]),
         .systemLibrary(name: "CZlib", path: "Sources/CZlib", pkgConfig: "zlib",
                        providers: [.apt(["zlib1g-dev"])]),
+        // CPUID and OpenBLAS's kernel choice, made in a constructor before any product runs.
+        .target(name: "CCPU", path: "Sources/CCPU", linkerSettings: [.linkedLibrary("dl")]),
 
         // MARK: Core: flat buffers, kernels, the Llama model, LoRA, AdamW. No MPI, no HDF5.
-        .target(name: "DTrainCore", dependencies: ["CBLAS"], swiftSettings: fastMath),
+        .target(name: "DTrainCore", dependencies: ["CBLAS", "CCPU"], swiftSettings: fastMath),
 
         // MARK: Data: tokenizer, formats, chat templates, batching.
         .target(name: "DTrainData", dependencies: ["DTrainCore", "CZlib"], swiftSettings: fastMath),

@@ -7,8 +7,10 @@ import Foundation
 public struct StepBenchmark {
     public var method: String
     public var batch: Int, seqLen: Int, threads: Int, steps: Int
-    /// OpenBLAS's kernels that ran the products (and the peak), e.g. "Haswell".
+    /// OpenBLAS's kernels that ran the step's products, e.g. "Haswell".
     public var blasKernels: String
+    /// The CPU and how the kernels were chosen (`MachineKernels.summary`).
+    public var machine: String
     /// Mean seconds per optimizer step (forward + backward + AdamW).
     public var secondsPerStep: Double
     /// The fastest timed step.
@@ -17,8 +19,14 @@ public struct StepBenchmark {
     /// Model FLOPs per step: 6·N·tokens (full) or 4·N·tokens (LoRA), N = matmul weights.
     public var modelFlopsPerStep: Double
     public var achievedGFLOPs: Double
-    /// Best sgemm throughput measured in this process, over square and step-shaped products.
+    /// The machine's sgemm peak: the best throughput measured in this process over square and
+    /// step-shaped products with every OpenBLAS kernel set the CPU supports, not only the one
+    /// that ran the step (a lesser set's own peak would hide what it loses).
     public var sgemmPeakGFLOPs: Double
+    /// The kernel set that reached `sgemmPeakGFLOPs`.
+    public var sgemmPeakKernels: String
+    /// The best 2048³ sgemm of each kernel set measured, by name.
+    public var sgemmPeakByKernels: [String: Double]
     /// sgemm throughput over the step's own shapes, weighted by their FLOPs.
     public var sgemmStepShapesGFLOPs: Double
     /// achieved / peak.
@@ -91,12 +99,26 @@ public enum BenchCommand {
         deinit { munmap(base, bytes) }
     }
 
-    /// The probe run after every step: (2048, 2048, 2048) sgemms for `probeSeconds` (about ten).
-    /// Its mean is the machine's sustained sgemm rate at that moment, which `mfuPaired` compares
-    /// the neighbouring steps with.
+    /// The probe run after every step: (2048, 2048, 2048) sgemms for `probeSeconds` (about ten),
+    /// on the widest kernel set the CPU supports (switched to for the probe and back, if the step
+    /// runs another). Its mean is the machine's sustained sgemm rate at that moment, which
+    /// `mfuPaired` compares the neighbouring steps with.
     static let probeSeconds = 0.8
     static func probe() -> (best: Double, mean: Double) {
-        sgemmGFLOPs(M: 2048, N: 2048, K: 2048, transB: false, seconds: probeSeconds)
+        withBLASKernels(MachineKernels.blasKernels(for: MachineKernels.cpu.level)) {
+            sgemmGFLOPs(M: 2048, N: 2048, K: 2048, transB: false, seconds: probeSeconds)
+        }
+    }
+
+    /// Runs `body` with OpenBLAS switched to `kernels` (when given and not running already), then
+    /// switches back. Only between products: nothing else may run a product meanwhile.
+    static func withBLASKernels<R>(_ kernels: String?, _ body: () -> R) -> R {
+        let running = MachineKernels.blasKernels
+        guard let kernels, kernels.lowercased() != running.lowercased(), MachineKernels.switchBLAS(to: kernels) else {
+            return body()
+        }
+        defer { MachineKernels.switchBLAS(to: running) }
+        return body()
     }
 
     /// The mean over timed steps of each step's model GFLOP/s divided by the faster of the
@@ -139,6 +161,8 @@ public enum BenchCommand {
                                threads: Int, steps: Int, warmup: Int, recompute: Bool,
                                progress: (String) -> Void) throws -> StepBenchmark {
         ComputeThreads.configure(threads)
+        progress(MachineKernels.summary)
+        if let warning = MachineKernels.warning { progress("warning: \(warning)") }
         let loaded = try ModelLoader.load(path: modelPath)
         let config = loaded.config
         let model = LlamaModel(config: config, params: loaded.params)
@@ -184,21 +208,37 @@ public enum BenchCommand {
         let nWeights = Double(model.layout.matmulWeightCount(config: config))
         let flops = (full ? 6 : 4) * nWeights * Double(B * T)
         progress("measuring sgemm in this process...")
-        var weightedTime = 0.0, weightedFlops = 0.0, peak = 0.0
+        var weightedTime = 0.0, weightedFlops = 0.0, runningPeak = 0.0
         for (m, n, k, tb, count) in stepShapes(config: config, tokens: B * T, full: full) {
             let g = sgemmGFLOPs(M: m, N: n, K: k, transB: tb, seconds: 0.15).best
             let f = 2 * Double(m * n * k) * Double(count)
             weightedFlops += f
             weightedTime += f / (g * 1e9)
-            peak = max(peak, g)
+            runningPeak = max(runningPeak, g)
         }
-        peak = max(peak, sgemmGFLOPs(M: 2048, N: 2048, K: 2048, transB: false, seconds: 0.5).best, probeBest)
+        // The machine's peak: every kernel set the CPU supports, the running one included.
+        let running = MachineKernels.blasKernels
+        var byKernels: [String: Double] = [:]
+        for kernels in Set([running] + MachineKernels.supportedBLASKernelSets).sorted() {
+            byKernels[kernels] = withBLASKernels(kernels) {
+                var best = sgemmGFLOPs(M: 2048, N: 2048, K: 2048, transB: false, seconds: 0.5).best
+                for (m, n, k, tb, _) in stepShapes(config: config, tokens: B * T, full: full).prefix(5) {
+                    best = max(best, sgemmGFLOPs(M: m, N: n, K: k, transB: tb, seconds: 0.1).best)
+                }
+                return best
+            }
+            progress(String(format: "sgemm peak with OpenBLAS's %@ kernels: %.1f GFLOP/s", kernels, byKernels[kernels]!))
+        }
+        byKernels[running] = max(byKernels[running] ?? 0, runningPeak)
+        let probeKernels = MachineKernels.blasKernels(for: MachineKernels.cpu.level) ?? running
+        byKernels[probeKernels] = max(byKernels[probeKernels] ?? 0, probeBest)
+        let (peakKernels, peak) = byKernels.max { $0.value < $1.value }!
         let achieved = flops / perStep / 1e9
         let fastest = times.min() ?? perStep
         return StepBenchmark(method: full ? "full" : "lora(r=\(loraRank), 7 targets)", batch: B, seqLen: T, threads: threads,
-                             steps: steps, blasKernels: ComputeThreads.blasKernels, secondsPerStep: perStep, fastestSecondsPerStep: fastest,
+                             steps: steps, blasKernels: running, machine: MachineKernels.summary, secondsPerStep: perStep, fastestSecondsPerStep: fastest,
                              tokensPerSecond: Double(B * T) / perStep,
-                             modelFlopsPerStep: flops, achievedGFLOPs: achieved, sgemmPeakGFLOPs: peak,
+                             modelFlopsPerStep: flops, achievedGFLOPs: achieved, sgemmPeakGFLOPs: peak, sgemmPeakKernels: peakKernels, sgemmPeakByKernels: byKernels,
                              sgemmStepShapesGFLOPs: weightedFlops / weightedTime / 1e9, mfu: achieved / peak,
                              mfuFastestStep: flops / fastest / 1e9 / peak,
                              mfuPaired: pairedMFU(modelFlops: flops, timedSeconds: times, probeGFLOPs: probes, warmup: warmup), probeMeanGFLOPs: probes,
@@ -209,7 +249,8 @@ public enum BenchCommand {
         if json {
             print(jsonLine([
                 "method": r.method, "batch": r.batch, "seq_len": r.seqLen, "threads": r.threads, "steps": r.steps,
-                "blas_kernels": r.blasKernels,
+                "blas_kernels": r.blasKernels, "machine": r.machine,
+                "sgemm_peak_kernels": r.sgemmPeakKernels, "sgemm_peak_by_kernels": r.sgemmPeakByKernels,
                 "seconds_per_step": r.secondsPerStep, "seconds_per_step_min": r.fastestSecondsPerStep,
                 "tokens_per_s": r.tokensPerSecond,
                 "model_flops_per_step": r.modelFlopsPerStep, "achieved_gflops": r.achievedGFLOPs,
@@ -219,12 +260,17 @@ public enum BenchCommand {
             ] as [String: Any]))
             return
         }
+        print(r.machine)
         print(String(format: "method %@ | batch %dx%d | threads %d | %d timed steps | OpenBLAS kernels %@", r.method, r.batch, r.seqLen,
                      r.threads, r.steps, r.blasKernels))
         print(String(format: "step %.3f s (fastest %.3f s) | %.1f tokens/s | %.1f GFLOP/s achieved (model FLOPs %.3g per step)",
                      r.secondsPerStep, r.fastestSecondsPerStep, r.tokensPerSecond, r.achievedGFLOPs, r.modelFlopsPerStep))
-        print(String(format: "sgemm peak %.1f GFLOP/s | over the step's shapes %.1f GFLOP/s | MFU %.1f%% of peak (%.1f%% of step-shape sgemm; fastest step %.1f%% of peak)",
-                     r.sgemmPeakGFLOPs, r.sgemmStepShapesGFLOPs, 100 * r.mfu, 100 * r.achievedGFLOPs / r.sgemmStepShapesGFLOPs,
+        let byKernels = r.sgemmPeakByKernels.sorted { $0.value > $1.value }
+            .map { String(format: "%@ %.1f", $0.key, $0.value) }.joined(separator: ", ")
+        print(String(format: "machine sgemm peak %.1f GFLOP/s (OpenBLAS's %@ kernels; by kernel set: %@)",
+                     r.sgemmPeakGFLOPs, r.sgemmPeakKernels, byKernels))
+        print(String(format: "step shapes' sgemm on %@ %.1f GFLOP/s | MFU %.1f%% of the machine's peak (%.1f%% of step-shape sgemm; fastest step %.1f%% of peak)",
+                     r.blasKernels, r.sgemmStepShapesGFLOPs, 100 * r.mfu, 100 * r.achievedGFLOPs / r.sgemmStepShapesGFLOPs,
                      100 * r.mfuFastestStep))
         print(String(format: "MFU paired: each step against the sustained sgemm measured around it %.1f%% (sustained %.1f-%.1f GFLOP/s)",
                      100 * r.mfuPaired, r.probeMeanGFLOPs.min() ?? 0, r.probeMeanGFLOPs.max() ?? 0))

@@ -67,7 +67,8 @@ public final class Trainer {
         ComputeThreads.configure(threads)
         let outDir = URL(fileURLWithPath: cfg.outputDir)
         if isRoot {
-            print("dtrain: \(comm.worldSize) rank(s) x \(threads) thread(s); OpenBLAS kernels \(ComputeThreads.blasKernels); effective config:")
+            print("dtrain: \(comm.worldSize) rank(s) x \(threads) thread(s); \(MachineKernels.summary); effective config:")
+            if let warning = MachineKernels.warning { printError("warning: \(warning)") }
             print(cfg.yaml())
             try FileManager.default.createDirectory(at: outDir, withIntermediateDirectories: true)
             try AtomicFile.write(Data(cfg.yaml().utf8), to: outDir.appendingPathComponent("config.yaml").path)

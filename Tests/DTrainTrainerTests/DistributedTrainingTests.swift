@@ -22,8 +22,9 @@ func dtrainBinary() throws -> String {
 }
 
 /// Runs `dtrain` under `mpirun -n ranks` and returns its exit status and output.
-/// `whileRunning` is called with mpirun's pid every 50 ms until the job ends.
-func runDTrain(ranks: Int, _ args: [String], env extra: [String: String] = [:], timeout: Double = 600,
+/// `whileRunning` is called with mpirun's pid every 50 ms until the job ends; `unset` names
+/// variables of the test's environment the job does not get.
+func runDTrain(ranks: Int, _ args: [String], env extra: [String: String] = [:], unset: [String] = [], timeout: Double = 600,
                whileRunning: ((Int32) -> Void)? = nil) throws
     -> (status: Int32, out: String, err: String) {
     let dtrain = try dtrainBinary()
@@ -34,6 +35,7 @@ func runDTrain(ranks: Int, _ args: [String], env extra: [String: String] = [:], 
     env["OMPI_ALLOW_RUN_AS_ROOT"] = "1"
     env["OMPI_ALLOW_RUN_AS_ROOT_CONFIRM"] = "1"
     for (k, v) in extra { env[k] = v }
+    for k in unset { env[k] = nil }
     p.environment = env
     let outPipe = Pipe(), errPipe = Pipe()
     p.standardOutput = outPipe

@@ -20,13 +20,6 @@ public enum ComputeThreads {
         return body()
     }
 
-    /// OpenBLAS's name for the kernels it picked for this CPU (or `OPENBLAS_CORETYPE` named),
-    /// e.g. "Haswell" (256-bit) or "Cooperlake" (AVX-512): the products' speed, and so the sgemm
-    /// peak a benchmark relates to, depends on it.
-    public static var blasKernels: String {
-        openblas_get_corename().map { String(cString: $0) } ?? "unknown"
-    }
-
     /// BLAS runs single-threaded, but OpenBLAS may have started its threads already (it does at
     /// load time, one per core), and `withBLASThreads` starts them again. Those threads spin for
     /// 2^28 cycles (about 0.1 s) after each product before they sleep, taking cores from the
