@@ -4,9 +4,17 @@ import PackageDescription
 
 // Release builds drop overflow and bounds checks in the numeric code (the kernels index raw
 // pointers whose extents are checked once, at buffer allocation) and generate AVX2/FMA code
-// (x86-64-v3: every x86 server CPU since 2013), so the SIMD element-wise kernels use 8 lanes.
+// (x86-64-v3: every x86 server CPU since 2013); the vector kernels also get an AVX-512 build.
 let fastMath: [SwiftSetting] = [
     .unsafeFlags(["-Ounchecked", "-wmo", "-target-cpu", "haswell"], .when(configuration: .release)),
+]
+// The AVX-512 build of the vector kernels (16 lanes), run only where CPUID reports AVX-512 F, CD,
+// BW, DQ and VL and the OS saves the ZMM state. Debug builds get the target too: its code must
+// compile for AVX-512 whatever the configuration.
+let avx512Math: [SwiftSetting] = [
+    .define("DTRAIN_LANES16"),
+    .unsafeFlags(["-target-cpu", "skylake-avx512"]),
+    .unsafeFlags(["-Ounchecked", "-wmo"], .when(configuration: .release)),
 ]
 
 let package = Package(
@@ -35,8 +43,14 @@ let package = Package(
         // CPUID and OpenBLAS's kernel choice, made in a constructor before any product runs.
         .target(name: "CCPU", path: "Sources/CCPU", linkerSettings: [.linkedLibrary("dl")]),
 
+        // MARK: Vector kernels: one source compiled for AVX2 (8 lanes) and for AVX-512 (16 lanes;
+        // Sources/DTrainVectors512 links to DTrainVectors' file); DTrainCore picks one at run time.
+        .target(name: "DTrainVectors", swiftSettings: fastMath),
+        .target(name: "DTrainVectors512", swiftSettings: avx512Math),
+
         // MARK: Core: flat buffers, kernels, the Llama model, LoRA, AdamW. No MPI, no HDF5.
-        .target(name: "DTrainCore", dependencies: ["CBLAS", "CCPU"], swiftSettings: fastMath),
+        .target(name: "DTrainCore", dependencies: ["CBLAS", "CCPU", "DTrainVectors", "DTrainVectors512"],
+                swiftSettings: fastMath),
 
         // MARK: Data: tokenizer, formats, chat templates, batching.
         .target(name: "DTrainData", dependencies: ["DTrainCore", "CZlib"], swiftSettings: fastMath),

@@ -50,6 +50,7 @@ static void detect(dtrain_cpu_features *f) {
     f->avx2 = (r[1] >> 5) & 1;
     f->avx512f = (r[1] >> 16) & 1;
     f->avx512dq = (r[1] >> 17) & 1;
+    f->avx512cd = (r[1] >> 28) & 1;
     f->avx512bw = (r[1] >> 30) & 1;
     f->avx512vl = (r[1] >> 31) & 1;
     f->amx = (r[3] >> 24) & 1;  // AMX-TILE
@@ -59,7 +60,8 @@ static void detect(dtrain_cpu_features *f) {
     if (f->sse3) f->level = DTRAIN_VEC_SSE;
     if (f->avx && f->osAVX) f->level = DTRAIN_VEC_AVX;
     if (f->level == DTRAIN_VEC_AVX && f->avx2 && f->fma) f->level = DTRAIN_VEC_AVX2;
-    if (f->level == DTRAIN_VEC_AVX2 && f->osAVX512 && f->avx512f && f->avx512bw && f->avx512vl && f->avx512dq)
+    if (f->level == DTRAIN_VEC_AVX2 && f->osAVX512 && f->avx512f && f->avx512cd && f->avx512bw && f->avx512vl &&
+        f->avx512dq)
         f->level = DTRAIN_VEC_AVX512;
 }
 #else

@@ -1,3 +1,5 @@
+import DTrainCore
+import DTrainTestSupport
 import Foundation
 import Testing
 @testable import DTrainTrainer
@@ -33,5 +35,33 @@ struct BenchTests {
         let after = try #require(peakRSSBytes())
         // The unmapped 128 MiB no longer count (other tests in this process may allocate a little meanwhile).
         #expect(after < withMapping - (64 << 20), "peak RSS \(after) bytes after the reset, \(withMapping) with the mapping")
+    }
+
+    /// `bench step` sets the step against the machine's peak, the best sgemm of every kernel set
+    /// the CPU supports, never the running set's own: with OpenBLAS pinned to its SSE3 kernels by
+    /// the user, the peak still comes from the CPU's widest set, and both sets are named.
+    @Test func benchMFUIsAgainstTheMachinesPeak() throws {
+        let cpu = MachineKernels.cpu
+        let best = try #require(MachineKernels.blasKernels(for: cpu.level), "this CPU has no AVX: \(cpu.description)")
+        let r = try runDTrain(ranks: 1, ["bench", "step", "--model", try Fixtures.smolLM2Path(), "--method", "lora",
+                                         "--batch", "1", "--seq-len", "32", "--steps", "1", "--warmup", "0",
+                                         "--threads", "1", "--json"],
+                              env: ["OPENBLAS_CORETYPE": "Prescott"], timeout: 300)
+        #expect(r.status == 0, "\(r.err)")
+        let line = try #require(r.out.split(separator: "\n").last { $0.hasPrefix("{") })
+        let json = try #require(try JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any])
+        #expect(json["blas_kernels"] as? String == "Prescott", "\(line)")
+        let byKernels = try #require(json["sgemm_peak_by_kernels"] as? [String: Double], "\(line)")
+        for kernels in MachineKernels.supportedBLASKernelSets + ["Prescott"] {
+            #expect((byKernels[kernels] ?? 0) > 0, "no sgemm figure for \(kernels): \(line)")
+        }
+        let peak = try #require(json["sgemm_peak_gflops"] as? Double)
+        #expect(peak == byKernels.values.max(), "\(line)")
+        #expect(json["sgemm_peak_kernels"] as? String != "Prescott", "\(line)")
+        #expect(byKernels[best]! > byKernels["Prescott"]!, "\(line)")
+        let mfu = try #require(json["mfu"] as? Double), achieved = try #require(json["achieved_gflops"] as? Double)
+        #expect(abs(mfu - achieved / peak) < 1e-9, "\(line)")
+        #expect((json["machine"] as? String)?.contains("OPENBLAS_CORETYPE=Prescott") == true, "\(line)")
+        #expect(r.err.contains("warning: OpenBLAS kernels Prescott"), "\(r.err)")
     }
 }

@@ -15,7 +15,7 @@ enum {
     DTRAIN_VEC_SSE = 1,     // 128-bit
     DTRAIN_VEC_AVX = 2,     // 256-bit, no FMA
     DTRAIN_VEC_AVX2 = 3,    // 256-bit with FMA (x86-64-v3)
-    DTRAIN_VEC_AVX512 = 4,  // 512-bit: AVX-512 F, BW, VL, DQ (x86-64-v4)
+    DTRAIN_VEC_AVX512 = 4,  // 512-bit: AVX-512 F, CD, BW, VL, DQ (x86-64-v4 and what skylake-avx512 code needs)
 };
 
 /// What the CPU has, read once at load.
@@ -23,7 +23,7 @@ typedef struct {
     char vendor[13];
     char brand[49];
     uint32_t family, model, stepping;
-    int sse3, avx, fma, avx2, avx512f, avx512bw, avx512vl, avx512dq, avx512bf16, amx;
+    int sse3, avx, fma, avx2, avx512f, avx512cd, avx512bw, avx512vl, avx512dq, avx512bf16, amx;
     /// The OS saves the YMM (AVX) and ZMM/opmask (AVX-512) state: without it the units can't be used.
     int osAVX, osAVX512;
     /// The highest DTRAIN_VEC_* level usable here.

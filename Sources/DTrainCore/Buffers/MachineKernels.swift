@@ -99,7 +99,8 @@ public enum MachineKernels {
     @discardableResult
     public static func switchBLAS(to name: String) -> Bool { dtrain_blas_switch(name) != 0 }
 
-    /// For the run's first line: the CPU, and the kernels that run with how they were chosen.
+    /// For the run's first line: the CPU, dtrain's vector width, and OpenBLAS's kernels with how
+    /// they were chosen.
     public static var summary: String {
         let s = blasSelection, running = blasKernels
         var how: String
@@ -110,7 +111,8 @@ public enum MachineKernels {
         } else {
             how = "OpenBLAS's choice"
         }
-        return "CPU \(cpu.description); OpenBLAS kernels \(running), \(level(ofBLASKernels: running)) (\(how))"
+        return "CPU \(cpu.description); dtrain's vector kernels \(Vectors.level); "
+            + "OpenBLAS kernels \(running), \(level(ofBLASKernels: running)) (\(how))"
     }
 
     /// A warning when the products run on kernels below what the CPU supports; nil otherwise.

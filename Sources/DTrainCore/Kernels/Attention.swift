@@ -73,6 +73,7 @@ public enum Attention {
         let scale = 1 / Float(HD).squareRoot()
         let maxRows = G * queryBlock, perWorker = workerScratch(T: T, HD: HD, group: G)
         let perHead = keptBlockOffset(T, T: T, group: G), keptScale = kept.map { $0 + B * KVH * perHead }
+        let vec = Vectors.kernels
         Parallel.forEachItem(B * KVH, workers: threads) { worker, pair in
             let b = pair / KVH, g = pair % KVH
             // Per block: stacked queries Qs and outputs Os (G·rows, HD); exponentials E (G·rows, keys)
@@ -95,8 +96,8 @@ public enum Attention {
                     let j = r / rows, t = q0 + r % rows, row = p + r * ldp
                     let lo = segStart.map { Int($0[b * T + t]) } ?? 0
                     let width = t - lo + 1
-                    let mx = FastMath.max(row + lo, width)
-                    let sum = FastMath.expShifted(row + lo, row + lo, width, shift: mx)
+                    let mx = vec.max(row + lo, width)
+                    let sum = vec.expShifted(row + lo, row + lo, width, shift: mx)
                     if lo > 0 { row.update(repeating: 0, count: lo) }
                     if keys > t + 1 { (row + t + 1).update(repeating: 0, count: keys - t - 1) }
                     let at = (b * NH + g * G + j) * T + t
@@ -109,8 +110,7 @@ public enum Attention {
                             1, p, Int32(ldp), vb, Int32(kvDim), 0, os, Int32(HD))
                 for r in 0..<M {
                     let j = r / rows, t = q0 + r % rows
-                    let dst = out + (b * T + t) * qDim + (g * G + j) * HD, src = os + r * HD, f = rowScale[r]
-                    for c in 0..<HD { dst[c] = src[c] * f }
+                    vec.scale(out + (b * T + t) * qDim + (g * G + j) * HD, os + r * HD, rowScale[r], HD)
                 }
             }
         }
@@ -130,6 +130,7 @@ public enum Attention {
         let scale = 1 / Float(HD).squareRoot()
         let maxRows = G * queryBlock, perWorker = workerScratch(T: T, HD: HD, group: G)
         let perHead = keptBlockOffset(T, T: T, group: G), keptScale = kept.map { $0 + B * KVH * perHead }
+        let vec = Vectors.kernels
         Parallel.forEachItem(B * KVH, workers: threads) { worker, pair in
             let b = pair / KVH, g = pair % KVH
             // Per block: stacked Qs, dOs and dQs (G·rows, HD); P and dP (then dS) (G·rows, keys) with row stride T.
@@ -150,8 +151,8 @@ public enum Attention {
                     for r in 0..<M {
                         let j = r / rows, t = q0 + r % rows
                         let at = (b * T + t) * qDim + (g * G + j) * HD
-                        let d = FastMath.dot(dout + at, out + at, HD)
-                        scaledGradientRow(p + r * T, dp + r * T, e + r * keys, keys,
+                        let d = vec.dot(dout + at, out + at, HD)
+                        vec.scaledGradientRow(p + r * T, dp + r * T, e + r * keys, keys,
                                           rowScale: keptScale[(b * NH + g * G + j) * T + t], rowDot: d)
                     }
                 } else {
@@ -164,8 +165,8 @@ public enum Attention {
                         let j = r / rows, t = q0 + r % rows, row = p + r * T, drow = dp + r * T
                         let lo = segStart.map { Int($0[b * T + t]) } ?? 0
                         let at = (b * T + t) * qDim + (g * G + j) * HD
-                        let d = FastMath.dot(dout + at, out + at, HD)
-                        softmaxGradientRow(row + lo, drow + lo, t - lo + 1, lse: lse[(b * NH + g * G + j) * T + t], rowDot: d)
+                        let d = vec.dot(dout + at, out + at, HD)
+                        vec.softmaxGradientRow(row + lo, drow + lo, t - lo + 1, lse: lse[(b * NH + g * G + j) * T + t], rowDot: d)
                         if lo > 0 { row.update(repeating: 0, count: lo); drow.update(repeating: 0, count: lo) }
                         if keys > t + 1 {
                             (row + t + 1).update(repeating: 0, count: keys - t - 1)
@@ -181,55 +182,12 @@ public enum Attention {
                             scale, dp, Int32(T), kb, Int32(kvDim), 0, dqs, Int32(HD))
                 for r in 0..<M {
                     let j = r / rows, t = q0 + r % rows
-                    let dst = dq + (b * T + t) * qDim + (g * G + j) * HD, src = dqs + r * HD
-                    for c in 0..<HD { dst[c] += src[c] }
+                    vec.add(dq + (b * T + t) * qDim + (g * G + j) * HD, dqs + r * HD, HD)
                 }
                 // dK[0..<keys] (keys, HD) += scale · dSᵀ (keys, M) · Qs (M, HD)
                 cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, Int32(keys), Int32(HD), Int32(M),
                             scale, dp, Int32(T), qs, Int32(HD), 1, dk + kvOff, Int32(kvDim))
             }
-        }
-    }
-
-    /// p[j] = e[j]·rowScale and dp[j] = p[j]·(dp[j] - rowDot), for j < count.
-    @inline(__always)
-    static func scaledGradientRow(_ p: UnsafeMutablePointer<Float>, _ dp: UnsafeMutablePointer<Float>,
-                                  _ e: UnsafePointer<Float>, _ count: Int, rowScale: Float, rowDot: Float) {
-        let s = SIMD8<Float>(repeating: rowScale), d = SIMD8<Float>(repeating: rowDot)
-        var j = 0
-        while j + 8 <= count {
-            let pj = FastMath.load(e, j) * s
-            FastMath.store(pj, p, j)
-            FastMath.store(pj * (FastMath.load(dp, j) - d), dp, j)
-            j += 8
-        }
-        while j < count {
-            let pj = e[j] * rowScale
-            p[j] = pj
-            dp[j] = pj * (dp[j] - rowDot)
-            j += 1
-        }
-    }
-
-    /// p[j] = e^(s[j] - lse) over the scores s in `p`, and dp[j] = p[j]·(dp[j] - rowDot), for j < count.
-    @inline(__always)
-    static func softmaxGradientRow(_ p: UnsafeMutablePointer<Float>, _ dp: UnsafeMutablePointer<Float>, _ count: Int,
-                                   lse: Float, rowDot: Float) {
-        let l = SIMD8<Float>(repeating: lse), d = SIMD8<Float>(repeating: rowDot)
-        var j = 0
-        while j + 8 <= count {
-            let e = FastMath.exp(FastMath.load(p, j) - l)
-            FastMath.store(e, p, j)
-            FastMath.store(e * (FastMath.load(dp, j) - d), dp, j)
-            j += 8
-        }
-        while j < count {
-            var lane = SIMD8<Float>(repeating: -.infinity)
-            lane[0] = p[j] - lse
-            let e = FastMath.exp(lane)[0]
-            p[j] = e
-            dp[j] = e * (dp[j] - rowDot)
-            j += 1
         }
     }
 }

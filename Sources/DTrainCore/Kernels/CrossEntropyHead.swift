@@ -34,14 +34,15 @@ public enum CrossEntropyHead {
             Parallel.sgemm(false, true, r, V, C, 1, xg, C, weight, C, 0, logits, V)
             let wantGrad = dx != nil || dweight != nil
             // Softmax and loss per row, in parallel over rows; losses land in the row's own slot.
+            let vec = Vectors.kernels
             Parallel.forChunks(r, minPerThread: 1) { range in
                 for i in range {
                     let row = logits + i * V
                     let t = Int(targets[start + i])
                     let target = row[t]
-                    let mx = FastMath.max(row, V)
+                    let mx = vec.max(row, V)
                     // row <- exp(logit - max) in one vectorised pass; the sum gives the log-sum-exp.
-                    let sum = FastMath.expShifted(row, row, V, shift: mx)
+                    let sum = vec.expShifted(row, row, V, shift: mx)
                     let loss = mx + logf(sum) - target
                     // Parked in the row's dxg slot until read below (dxg rows are rewritten later):
                     // the loss, and the factor that turns exp(logit - max) into lossScale · softmax.
@@ -65,9 +66,8 @@ public enum CrossEntropyHead {
                     // dxg (r, C) = e (r, V) · weight (V, C); dx row += s_i · dxg_i - lossScale · weight[t_i]
                     Parallel.sgemm(false, false, r, C, V, 1, logits, V, weight, C, 0, dxg, C)
                     for i in 0..<r {
-                        let dst = dx + Int(rows[start + i]) * C, src = dxg + i * C
-                        let w = weight + Int(targets[start + i]) * C, si = rowScale[i]
-                        for c in 0..<C { dst[c] += si * src[c] - lossScale * w[c] }
+                        vec.addDifference(dx + Int(rows[start + i]) * C, rowScale[i], dxg + i * C,
+                                          lossScale, weight + Int(targets[start + i]) * C, C)
                     }
                 }
                 if let dweight {

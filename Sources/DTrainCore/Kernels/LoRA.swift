@@ -62,63 +62,19 @@ public enum LoRA {
         // sums (and a resumed run) do not depend on timing or Parallel.threads.
         let threads = max(1, min(scratchThreads, OC / 64))
         let per = (OC + threads - 1) / threads
+        let vec = Vectors.kernels
         for c in stride(from: 0, to: r, by: 8) {
             Parallel.forChunks(threads, minPerThread: 1) { range in
                 for t in range {
                     let f0 = t * per, f1 = min(OC, f0 + per)
                     let out = t == 0 ? dxa + c : scratch + (t - 1) * N * 8
-                    onePassColumns(db + c, out, t == 0 ? lddxa : 8, dout, xa + c, ldxa, b + c, N, OC, r, f0, f1, scale)
+                    vec.loRAColumns(db + c, out, t == 0 ? lddxa : 8, dout, xa + c, ldxa, b + c, N, OC, r, f0, f1, scale)
                 }
             }
             for t in 1..<threads {
                 let part = scratch + (t - 1) * N * 8
-                for n in 0..<N {
-                    let dst = dxa + n * lddxa + c
-                    FastMath.store(FastMath.load(dst, 0) + FastMath.load(part, n * 8), dst, 0)
-                }
+                for n in 0..<N { vec.add(dxa + n * lddxa + c, part + n * 8, 8) }
             }
-        }
-    }
-
-    /// For columns f0..<f1 of dout and 8 of r's columns (the pointers are offset to them; B and
-    /// db have row stride r): db[f] += scale · Σ_n dout[n, f] · xa[n] and
-    /// out[n] = scale · Σ_f dout[n, f] · B[f], four rows of dout at a time.
-    @inline(__always)
-    static func onePassColumns(_ db: UnsafeMutablePointer<Float>, _ out: UnsafeMutablePointer<Float>, _ ldout: Int,
-                               _ dout: UnsafePointer<Float>, _ xa: UnsafePointer<Float>, _ ldxa: Int,
-                               _ b: UnsafePointer<Float>, _ N: Int, _ OC: Int, _ r: Int, _ f0: Int, _ f1: Int, _ scale: Float) {
-        let s = SIMD8<Float>(repeating: scale)
-        var n = 0
-        while n + 4 <= N {
-            let x0 = FastMath.load(xa, n * ldxa) * s, x1 = FastMath.load(xa, (n + 1) * ldxa) * s
-            let x2 = FastMath.load(xa, (n + 2) * ldxa) * s, x3 = FastMath.load(xa, (n + 3) * ldxa) * s
-            let d0 = dout + n * OC, d1 = d0 + OC, d2 = d1 + OC, d3 = d2 + OC
-            var a0 = SIMD8<Float>(), a1 = SIMD8<Float>(), a2 = SIMD8<Float>(), a3 = SIMD8<Float>()
-            for f in f0..<f1 {
-                let bf = FastMath.load(b, f * r)
-                let e0 = SIMD8<Float>(repeating: d0[f]), e1 = SIMD8<Float>(repeating: d1[f])
-                let e2 = SIMD8<Float>(repeating: d2[f]), e3 = SIMD8<Float>(repeating: d3[f])
-                a0.addProduct(e0, bf); a1.addProduct(e1, bf); a2.addProduct(e2, bf); a3.addProduct(e3, bf)
-                var g = FastMath.load(db, f * r)
-                g.addProduct(e0, x0); g.addProduct(e1, x1); g.addProduct(e2, x2); g.addProduct(e3, x3)
-                FastMath.store(g, db, f * r)
-            }
-            FastMath.store(a0 * s, out, n * ldout); FastMath.store(a1 * s, out, (n + 1) * ldout)
-            FastMath.store(a2 * s, out, (n + 2) * ldout); FastMath.store(a3 * s, out, (n + 3) * ldout)
-            n += 4
-        }
-        while n < N {
-            let x0 = FastMath.load(xa, n * ldxa) * s, d0 = dout + n * OC
-            var a0 = SIMD8<Float>()
-            for f in f0..<f1 {
-                let e0 = SIMD8<Float>(repeating: d0[f])
-                a0.addProduct(e0, FastMath.load(b, f * r))
-                var g = FastMath.load(db, f * r)
-                g.addProduct(e0, x0)
-                FastMath.store(g, db, f * r)
-            }
-            FastMath.store(a0 * s, out, n * ldout)
-            n += 1
         }
     }
 

@@ -5,19 +5,8 @@ public enum SwiGLU {
     /// out (N·F) = silu(gate) · up, element-wise over `count` = N·F values.
     public static func forward(_ out: UnsafeMutablePointer<Float>, _ gate: UnsafePointer<Float>,
                                _ up: UnsafePointer<Float>, _ count: Int) {
-        Parallel.forChunks(count, minPerThread: 65536) { r in
-            var i = r.lowerBound
-            while i + 8 <= r.upperBound {
-                let g = FastMath.load(gate, i)
-                FastMath.store(g * FastMath.sigmoid(g) * FastMath.load(up, i), out, i)
-                i += 8
-            }
-            while i < r.upperBound {
-                let g = gate[i]
-                out[i] = g / (1 + expf(-g)) * up[i]
-                i += 1
-            }
-        }
+        let vec = Vectors.kernels
+        Parallel.forChunks(count, minPerThread: 65536) { r in vec.swiGLU(out, gate, up, r.lowerBound, r.upperBound) }
     }
 
     /// dgate = dout · up · σ(g)(1 + g(1-σ(g))); dup = dout · silu(g); and h = silu(g) · up, the
@@ -28,23 +17,9 @@ public enum SwiGLU {
                                 _ h: UnsafeMutablePointer<Float>,
                                 _ dout: UnsafePointer<Float>, _ gate: UnsafePointer<Float>,
                                 _ up: UnsafePointer<Float>, _ count: Int) {
+        let vec = Vectors.kernels
         Parallel.forChunks(count, minPerThread: 65536) { r in
-            var i = r.lowerBound
-            while i + 8 <= r.upperBound {
-                let g = FastMath.load(gate, i), u = FastMath.load(up, i), d = FastMath.load(dout, i), s = FastMath.sigmoid(g)
-                let silu = g * s
-                FastMath.store(d * u * s * (1 + g * (1 - s)), dgate, i)
-                FastMath.store(d * silu, dup, i)
-                FastMath.store(silu * u, h, i)
-                i += 8
-            }
-            while i < r.upperBound {
-                let g = gate[i], s = 1 / (1 + expf(-g))
-                dgate[i] = dout[i] * up[i] * s * (1 + g * (1 - s))
-                dup[i] = dout[i] * g * s
-                h[i] = g / (1 + expf(-g)) * up[i]  // as forward computes it, to the bit
-                i += 1
-            }
+            vec.swiGLUBackward(dgate, dup, h, dout, gate, up, r.lowerBound, r.upperBound)
         }
     }
 }

@@ -29,18 +29,10 @@ public final class AdamWState {
             Parallel.forChunks(chunks, minPerThread: 1) { r in
                 for c in r {
                     let lo = c * per, hi = min(grads.count, lo + per)
-                    var s = 0.0
-                    var i = lo
-                    // Blocks of 256 summed in eight float32 lanes, the blocks summed in double.
-                    while i + 256 <= hi {
-                        var lanes = SIMD8<Float>()
-                        for j in stride(from: i, to: i + 256, by: 8) {
-                            let g = FastMath.load(grads.base, j)
-                            lanes += g * g
-                        }
-                        s += Double(lanes.sum())
-                        i += 256
-                    }
+                    // Blocks of 256 summed in float32 lanes, the blocks summed in double.
+                    let blocks = (hi - lo) / 256 * 256
+                    var s = Vectors.kernels.sumOfSquares(grads.base + lo, blocks)
+                    var i = lo + blocks
                     var tail: Float = 0
                     while i < hi { tail += grads.base[i] * grads.base[i]; i += 1 }
                     s += Double(tail)

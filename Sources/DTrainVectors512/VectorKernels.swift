@@ -1,0 +1,1 @@
+../DTrainVectors/VectorKernels.swift
