@@ -79,7 +79,7 @@ public struct DataSettings {
 
     /// Defaults, then the config's `data:` keys, then the flags.
     public func resolve() throws -> DataOptions {
-        var options = DataOptions()
+        var options = DataSection().options
         if let configPath { options = try DataSettings.readConfig(configPath) }
         if let format { options.reader.format = format }
         options.reader.columns.merge(columns) { _, flag in flag }
@@ -95,24 +95,26 @@ public struct DataSettings {
         return options
     }
 
-    /// The `data:` section of a run config (other sections are the trainer's and not read here).
+    /// The `data:` section of a run config, decoded by the one schema `train` uses
+    /// (`DataSection`); the other sections are the trainer's and not read here.
     public static func readConfig(_ path: String) throws -> DataOptions {
-        struct RunFile: Decodable { let data: DataOptions? }
+        struct RunFile: Decodable {
+            let data: DataSection?
+            enum CodingKeys: String, CodingKey { case data }
+            init(from decoder: Decoder) throws {
+                data = try decoder.container(keyedBy: CodingKeys.self).optional(.data, "a section")
+            }
+        }
         let text: String
         do { text = try String(contentsOfFile: path, encoding: .utf8) } catch {
             throw DataFileError.cannotOpen(file: path, reason: (error as NSError).localizedDescription)
         }
         do {
-            return try YAMLDecoder().decode(RunFile.self, from: text).data ?? DataOptions()
-        } catch let error as DataOptionsError {
-            throw DataConfigError(path: path, message: error.description)
-        } catch let DecodingError.dataCorrupted(context) where context.underlyingError is DataOptionsError {
-            throw DataConfigError(path: path, message: "\(context.underlyingError!)")
-        } catch let DecodingError.typeMismatch(_, context), let DecodingError.valueNotFound(_, context) {
-            let key = context.codingPath.map(\.stringValue).joined(separator: ".")
-            throw DataConfigError(path: path, message: "\(key): \(context.debugDescription)")
-        } catch {
-            throw DataConfigError(path: path, message: "\(error)")
+            return try ConfigLoader.decode(RunFile.self, yaml: text, file: path, overrides: []).data?.options ?? DataSection().options
+        } catch let error as ConfigError {
+            // Syntax and read errors name the file themselves.
+            let text = error.description, named = path + ": "
+            throw DataConfigError(path: path, message: text.hasPrefix(named) ? String(text.dropFirst(named.count)) : text)
         }
     }
 

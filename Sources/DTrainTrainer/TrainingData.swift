@@ -14,15 +14,6 @@ public struct TrainingData {
 
 /// Reads the run's JSONL files into masked token sequences.
 public enum TrainingDataLoader {
-    /// The data module's options for this run's `data:` section.
-    public static func options(_ d: DataSection) -> DataOptions {
-        DataOptions(reader: ReaderOptions(format: d.format == "auto" ? nil : RecordFormat(rawValue: d.format), columns: d.columns),
-                    encoder: EncoderOptions(trainOnInputs: d.trainOnInputs),
-                    chatTemplate: d.chatTemplate, maxSeqLen: d.maxSeqLen,
-                    lengthPolicy: LengthPolicy(rawValue: d.overLength) ?? .truncate,
-                    onError: d.onError == "skip" ? .skip : .fail)
-    }
-
     /// Encodes every record of `paths` with the model's tokenizer and chat template; records
     /// longer than max_seq_len follow data.over_length, invalid ones data.on_error.
     static func encode(paths: [String], encoder: ExampleEncoder, options: DataOptions,
@@ -38,7 +29,7 @@ public enum TrainingDataLoader {
     /// `validation_fraction` of the training examples by a seeded hash of their tokens.
     public static func load(config: RunConfig, model: LoadedModel) throws -> TrainingData {
         var counts = (truncated: 0, dropped: 0, skipped: 0)
-        let options = options(config.data)
+        let options = config.data.options
         try options.validate()
         let encoder = try makeDataEncoder(model: model, options: options)
         var train = try encode(paths: config.data.train, encoder: encoder, options: options, counts: &counts)

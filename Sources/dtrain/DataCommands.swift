@@ -19,7 +19,7 @@ struct DataFlags: ParsableArguments {
     var promptCompletionTemplate: Bool?
     @Option(help: "A .jinja file or tokenizer_config.json whose chat template replaces the model's.")
     var chatTemplate: String?
-    @Option(help: "Longest line accepted, in bytes (default 1048576).")
+    @Option(help: "Longest line accepted, in bytes (data.max_line_bytes; default \(DataSection().maxLineBytes)).")
     var maxLineBytes: Int?
     @Flag(help: "Skip and count invalid records instead of stopping at the first.")
     var skipInvalid = false
@@ -60,8 +60,10 @@ struct DataCommand: ParsableCommand {
         @Argument(help: "JSONL files.") var files: [String]
         @OptionGroup var model: ModelOptions
         @OptionGroup var data: DataFlags
-        @Option(help: "Maximum sequence length in tokens (default 2048).") var maxSeqLen: Int?
-        @Option(help: "Over-long examples: truncate, drop or error (default truncate).") var lengthPolicy: String?
+        @Option(help: "Maximum sequence length in tokens (data.max_seq_len; default \(DataSection().maxSeqLen)).") var maxSeqLen: Int?
+        @Option(name: [.customLong("over-length"), .customLong("length-policy")],
+                help: "Over-long examples: truncate, drop or error (data.over_length; default \(DataSection().overLength)).")
+        var lengthPolicy: String?
         @Flag(help: "Skip near-duplicate detection (exact duplicates are still counted).") var noNearDuplicates = false
         @Flag(help: "Print one JSON object on stdout.") var json = false
 
@@ -72,7 +74,7 @@ struct DataCommand: ParsableCommand {
                 settings.maxSeqLen = maxSeqLen
                 if let lengthPolicy {
                     guard let p = LengthPolicy(rawValue: lengthPolicy) else {
-                        throw ValidationError("--length-policy \(lengthPolicy): expected truncate, drop or error")
+                        throw ValidationError("--over-length \(lengthPolicy): expected truncate, drop or error")
                     }
                     settings.lengthPolicy = p
                 }

@@ -191,20 +191,4 @@ private func record(_ text: String, options: ReaderOptions = ReaderOptions()) ->
         #expect(throws: DataFileError.self) { try DataRecordReader(path: dir.path + "/cut.jsonl.gz") }
         #expect(throws: DataFileError.self) { try DataRecordReader(path: dir.path + "/missing.jsonl") }
     }
-
-    // MARK: - Options
-
-    @Test func dataOptionsDecodeStrictly() throws {
-        let json = #"{"format": "chat", "columns": {"q": "prompt"}, "train_on_inputs": true, "max_seq_len": 512, "length_policy": "drop", "on_error": "skip"}"#
-        let options = try JSONDecoder().decode(DataOptions.self, from: Data(json.utf8))
-        #expect(options.reader.format == .chat)
-        #expect(options.reader.columns == ["q": "prompt"])
-        #expect(options.encoder.trainOnInputs)
-        #expect(options.maxSeqLen == 512)
-        #expect(options.lengthPolicy == .drop)
-        #expect(options.onError == .skip)
-        #expect(throws: DataOptionsError.self) { try JSONDecoder().decode(DataOptions.self, from: Data(#"{"max_seq_length": 5}"#.utf8)) }
-        #expect(throws: DataOptionsError.self) { try JSONDecoder().decode(DataOptions.self, from: Data(#"{"length_policy": "cut"}"#.utf8)) }
-        #expect(throws: DataOptionsError.self) { try JSONDecoder().decode(DataOptions.self, from: Data(#"{"columns": {"q": "query"}}"#.utf8)) }
-    }
 }

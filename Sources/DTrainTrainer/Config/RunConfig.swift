@@ -1,4 +1,5 @@
 import DTrainCore
+import DTrainData
 import Foundation
 import Yams
 
@@ -131,6 +132,10 @@ public struct RunConfig: Codable, Equatable {
 
 /// `data:` where examples come from and how they become token sequences.
 public struct DataSection: Codable, Equatable {
+    /// The defaults of every key that shapes examples: the data module's, so that `train`, the
+    /// `data` commands and `eval` share one value for each.
+    static let defaults = DataOptions()
+
     public var train: [String] = []
     public var validation: [String]? = nil
     /// Held-out share of the training data when no validation file is given (by example hash).
@@ -138,46 +143,80 @@ public struct DataSection: Codable, Equatable {
     /// auto, text, prompt_completion, chat or instruction.
     public var format: String = "auto"
     /// Maps other column names onto the format's (e.g. question: prompt).
-    public var columns: [String: String] = [:]
+    public var columns: [String: String] = defaults.reader.columns
+    /// Renames chat roles (e.g. human: user).
+    public var roles: [String: String] = defaults.reader.roles
     /// A .jinja file or tokenizer_config.json overriding the model's chat template.
-    public var chatTemplate: String? = nil
-    public var maxSeqLen: Int = 1024
+    public var chatTemplate: String? = defaults.chatTemplate
+    public var maxSeqLen: Int = defaults.maxSeqLen
     /// truncate, drop or error.
-    public var overLength: String = "truncate"
+    public var overLength: String = defaults.lengthPolicy.rawValue
     public var packing: Bool = true
-    public var trainOnInputs: Bool = false
+    public var trainOnInputs: Bool = defaults.encoder.trainOnInputs
+    /// Render prompt/completion records through the chat template instead of concatenating them.
+    public var promptCompletionTemplate: Bool = defaults.encoder.promptCompletionUsesTemplate
+    /// EOS after text and plain prompt/completion examples.
+    public var appendEOS: Bool = defaults.encoder.appendEOS
+    /// BOS before them; nil follows the tokenizer.
+    public var addBOS: Bool? = defaults.encoder.addBOS
     /// error or skip.
-    public var onError: String = "error"
+    public var onError: String = DataSection.name(of: defaults.onError)
+    /// Longest line accepted, in bytes.
+    public var maxLineBytes: Int = defaults.reader.maxLineBytes
 
     enum CodingKeys: String, CodingKey, CaseIterable {
-        case train, validation, validationFraction = "validation_fraction", format, columns
+        case train, validation, validationFraction = "validation_fraction", format, columns, roles
         case chatTemplate = "chat_template", maxSeqLen = "max_seq_len", overLength = "over_length"
-        case packing, trainOnInputs = "train_on_inputs", onError = "on_error"
+        case packing, trainOnInputs = "train_on_inputs", promptCompletionTemplate = "prompt_completion_template"
+        case appendEOS = "append_eos", addBOS = "add_bos", onError = "on_error", maxLineBytes = "max_line_bytes"
     }
+
+    /// The config's name for an error policy (`error` for `ErrorPolicy.fail`).
+    static func name(of policy: ErrorPolicy) -> String { policy == .fail ? "error" : policy.rawValue }
 
     public init() {}
     public init(from decoder: Decoder) throws {
         try decoder.rejectUnknownKeys(CodingKeys.self)
         let c = try decoder.container(keyedBy: CodingKeys.self)
+        let d = DataSection()
         train = try c.stringList(.train) ?? []
         validation = try c.stringList(.validation)
-        validationFraction = try c.value(.validationFraction, or: 0.05, "a fraction in [0, 1)")
-        format = try c.value(.format, or: "auto", "auto, text, prompt_completion, chat or instruction")
-        let formats = ["auto", "text", "prompt_completion", "chat", "instruction"]
+        validationFraction = try c.value(.validationFraction, or: d.validationFraction, "a fraction in [0, 1)")
+        format = try c.value(.format, or: d.format, "auto, text, prompt_completion, chat or instruction")
+        let formats = ["auto"] + RecordFormat.allCases.map(\.rawValue)
         guard formats.contains(format) else { throw ConfigError.invalid(key: "data.format", message: "expected one of \(formats), got '\(format)'") }
-        columns = try c.value(.columns, or: [:], "a mapping of column names")
+        columns = try c.value(.columns, or: d.columns, "a mapping of column names")
+        roles = try c.value(.roles, or: d.roles, "a mapping of role names")
         chatTemplate = try c.optional(.chatTemplate, "a path to a .jinja file or tokenizer_config.json")
-        maxSeqLen = try c.value(.maxSeqLen, or: 1024, "an integer (tokens)")
-        overLength = try c.value(.overLength, or: "truncate", "truncate, drop or error")
-        guard ["truncate", "drop", "error"].contains(overLength) else {
+        maxSeqLen = try c.value(.maxSeqLen, or: d.maxSeqLen, "an integer (tokens)")
+        overLength = try c.value(.overLength, or: d.overLength, "truncate, drop or error")
+        guard LengthPolicy(rawValue: overLength) != nil else {
             throw ConfigError.invalid(key: "data.over_length", message: "expected truncate, drop or error, got '\(overLength)'")
         }
-        packing = try c.value(.packing, or: true, "true or false")
-        trainOnInputs = try c.value(.trainOnInputs, or: false, "true or false")
-        onError = try c.value(.onError, or: "error", "error or skip")
+        packing = try c.value(.packing, or: d.packing, "true or false")
+        trainOnInputs = try c.value(.trainOnInputs, or: d.trainOnInputs, "true or false")
+        promptCompletionTemplate = try c.value(.promptCompletionTemplate, or: d.promptCompletionTemplate, "true or false")
+        appendEOS = try c.value(.appendEOS, or: d.appendEOS, "true or false")
+        addBOS = try c.optional(.addBOS, "true, false or null (follow the tokenizer)")
+        onError = try c.value(.onError, or: d.onError, "error or skip")
         guard ["error", "skip"].contains(onError) else {
             throw ConfigError.invalid(key: "data.on_error", message: "expected error or skip, got '\(onError)'")
         }
+        maxLineBytes = try c.value(.maxLineBytes, or: d.maxLineBytes, "a number of bytes")
+        do { try options.validate() } catch let error as DataOptionsError {
+            throw ConfigError.invalid(key: "data.\(error.key)", message: error.problem)
+        }
+    }
+
+    /// The data module's options for this section: what every command reads examples with.
+    public var options: DataOptions {
+        DataOptions(reader: ReaderOptions(format: format == "auto" ? nil : RecordFormat(rawValue: format), columns: columns,
+                                          roles: roles, maxLineBytes: maxLineBytes),
+                    encoder: EncoderOptions(trainOnInputs: trainOnInputs, promptCompletionUsesTemplate: promptCompletionTemplate,
+                                            appendEOS: appendEOS, addBOS: addBOS),
+                    chatTemplate: chatTemplate, maxSeqLen: maxSeqLen,
+                    lengthPolicy: LengthPolicy(rawValue: overLength) ?? Self.defaults.lengthPolicy,
+                    onError: onError == "skip" ? .skip : .fail)
     }
 }
 
