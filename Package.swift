@@ -17,9 +17,15 @@ let avx512Math: [SwiftSetting] = [
     .unsafeFlags(["-Ounchecked", "-wmo"], .when(configuration: .release)),
 ]
 
+// Linux on x86-64 only: the system libraries come from Debian's packages, the CPU detection is
+// x86's (CPUID), and the vector kernels are built for AVX2 and AVX-512. SwiftPM's `platforms`
+// lists Apple platforms alone, so the manifest says it this way.
+#if !os(Linux) || !arch(x86_64)
+#error("dtrain builds on Linux (x86-64) only")
+#endif
+
 let package = Package(
     name: "dtrain",
-    platforms: [.macOS(.v13)],
     products: [
         .executable(name: "dtrain", targets: ["dtrain"]),
     ],

@@ -27,6 +27,8 @@ public protocol Communicator: AnyObject {
     func broadcast(_ buffer: UnsafeMutablePointer<Float>, count: Int, root: Int)
     /// Copies doubles from `root` to every rank.
     func broadcast(_ values: inout [Double], root: Int)
+    /// Copies a string from `root` to every rank (the other ranks' `text` is replaced).
+    func broadcast(_ text: inout String, root: Int)
     /// Starts summing `count` floats of `send` into `recv` on every rank without blocking.
     /// The buffers must stay untouched until `wait` returns.
     func startAllReduceSum(send: UnsafePointer<Float>, recv: UnsafeMutablePointer<Float>, count: Int) -> ReduceHandle
@@ -50,6 +52,7 @@ public final class SingleProcessCommunicator: Communicator {
     public func allReduceMax(_ values: inout [Double]) {}
     public func broadcast(_ buffer: UnsafeMutablePointer<Float>, count: Int, root: Int) {}
     public func broadcast(_ values: inout [Double], root: Int) {}
+    public func broadcast(_ text: inout String, root: Int) {}
     public func startAllReduceSum(send: UnsafePointer<Float>, recv: UnsafeMutablePointer<Float>, count: Int) -> ReduceHandle {
         if UnsafePointer(recv) != send { recv.update(from: send, count: count) }
         return ReduceHandle(request: nil, done: true)

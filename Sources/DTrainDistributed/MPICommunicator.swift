@@ -72,6 +72,17 @@ public final class MPICommunicator: Communicator {
         }
     }
 
+    public func broadcast(_ text: inout String, root: Int) {
+        var bytes = Array(text.utf8)
+        var count = [Double(bytes.count)]
+        broadcast(&count, root: root)
+        if rank != root { bytes = [UInt8](repeating: 0, count: Int(count[0])) }
+        bytes.withUnsafeMutableBytes { buf in
+            check(MPI_Bcast(buf.baseAddress, Int32(buf.count), dtrain_mpi_byte(), Int32(root), comm), "MPI_Bcast")
+        }
+        if rank != root { text = String(decoding: bytes, as: UTF8.self) }
+    }
+
     public func startAllReduceSum(send: UnsafePointer<Float>, recv: UnsafeMutablePointer<Float>, count: Int) -> ReduceHandle {
         precondition(count <= Int(Int32.max), "startAllReduceSum: bucket too large")
         let request = UnsafeMutablePointer<MPI_Request?>.allocate(capacity: 1)

@@ -76,10 +76,13 @@ public final class Trainer {
 
         // Model and data: every rank loads both (deterministically), then checks it holds what rank 0 holds.
         let t0 = now()
-        let loaded = try ModelLoader.load(path: cfg.model)
-        let data = try TrainingDataLoader.load(config: cfg, model: loaded)
-        guard !data.train.isEmpty else {
-            throw ConfigError.invalid(key: "data.train", message: "no training examples remain (after the validation split and length policy)")
+        let (loaded, data) = try agreeOnSetup {
+            let loaded = try ModelLoader.load(path: cfg.model)
+            let data = try TrainingDataLoader.load(config: cfg, model: loaded)
+            guard !data.train.isEmpty else {
+                throw ConfigError.invalid(key: "data.train", message: "no training examples remain (after the validation split and length policy)")
+            }
+            return (loaded, data)
         }
         let model = LlamaModel(config: loaded.config, params: loaded.params)
         model.enableTraining(cfg.method == .full ? .full : .lora(cfg.lora.coreConfig), seed: cfg.seed)
@@ -337,8 +340,27 @@ public final class Trainer {
         var mismatch = [rootHash == mine ? 0.0 : Double(comm.rank + 1)]
         comm.allReduceMax(&mismatch)
         if mismatch[0] > 0 {
-            throw ConfigError.invalid(key: "model", message: "rank \(Int(mismatch[0]) - 1) loaded different weights than rank 0 from \(config.model); every node must see the same file")
+            throw SetupFailure(message: "\(ConfigError.invalid(key: "model", message: "rank \(Int(mismatch[0]) - 1) loaded different weights than rank 0 from \(config.model); every node must see the same file"))")
         }
+    }
+
+    /// Runs `body`, this rank's share of setting up (no collectives inside), and then has every
+    /// rank agree on the outcome: when `body` failed on any rank, every rank throws the same
+    /// `SetupFailure`, with the message of the lowest failing rank, instead of the ranks that
+    /// succeeded waiting in their next collective for the ones that did not.
+    func agreeOnSetup<T>(_ body: () throws -> T) throws -> T {
+        var result: Result<T, Error>
+        do { result = .success(try body()) } catch { result = .failure(error) }
+        var failed: Double = 0
+        if case .failure = result { failed = Double(comm.worldSize - comm.rank) }
+        var flag = [failed]
+        comm.allReduceMax(&flag)
+        guard flag[0] > 0 else { return try result.get() }
+        let first = comm.worldSize - Int(flag[0])
+        var message = ""
+        if case .failure(let error) = result, comm.rank == first { message = "\(error)" }
+        comm.broadcast(&message, root: first)
+        throw SetupFailure(message: first == 0 ? message : "rank \(first): \(message)")
     }
 
     /// FNV-1a over the bit patterns of a buffer.
@@ -381,4 +403,12 @@ public final class Trainer {
         if let c = s.checkpoint { print("checkpoint: \(c)") }
         print("outputs: \(s.outputDir)/final (\(config.method == .lora ? "PEFT adapter" : "safetensors model")), \(s.outputDir)/best, \(s.outputDir)/metrics.jsonl, TensorBoard events in \(s.outputDir)")
     }
+}
+
+/// A config, model, data or checkpoint problem found before the first step. Every rank throws it
+/// alike; the train command exits with status 2 on every rank and rank 0 alone prints `message`.
+public struct SetupFailure: Error, CustomStringConvertible {
+    public let message: String
+    public init(message: String) { self.message = message }
+    public var description: String { message }
 }

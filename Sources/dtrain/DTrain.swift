@@ -114,7 +114,8 @@ struct Train: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Fine-tune a model as a YAML run config says; run under mpirun/srun for data parallelism.",
         discussion: """
-            Exit status: 0 done; 1 failed during training; 2 bad config or input (nothing trained); \
+            Exit status: 0 done; 1 failed during training (naming the rank); 2 bad config, model, data or \
+            checkpoint found before the first step (nothing trained); \
             75 stopped by SIGUSR1/SIGTERM after writing a checkpoint (run again with --resume auto). \
             SIGTERM sent to mpirun itself makes mpirun kill the ranks within 2 s and exit 1; rank 0 then \
             writes a rescue checkpoint of the last completed step, and --resume auto continues from it.
@@ -141,6 +142,11 @@ struct Train: ParsableCommand {
         let summary: TrainSummary
         do {
             summary = try Trainer(config: runConfig, comm: comm, resume: resume.map(ResumeSource.init(argument:))).run()
+        } catch let failure as SetupFailure {
+            // A bad model, data file or checkpoint, found before the first step: every rank
+            // agreed on it and leaves alike (MPI finalised at exit, so mpirun shows no abort).
+            if comm.rank == 0 { printError("error: \(failure)") }
+            throw ExitCode(2)
         } catch {
             if comm.worldSize > 1 { comm.abort(code: 1, message: "\(error)") }
             printError("error: \(error)")

@@ -156,39 +156,50 @@ extension Trainer {
         // found, step, epoch, step_in_epoch, tokens, optimizer step, best metric, best step,
         // since improvement, initial val loss, elapsed, learning rate.
         var state = [Double](repeating: 0, count: 12)
+        // Rank 0 alone reads; when it rejects the checkpoint, every rank stops with its message.
+        var rejection = ""
         if comm.rank == 0 {
-            checkpoints.directory.removeTemporaries()
-            let candidates: [String]
-            switch source {
-            case .auto: candidates = checkpoints.directory.list().map(\.path)
-            case .path(let p): candidates = [p]
-            }
-            if candidates.isEmpty { say("resume: no checkpoint in \(checkpoints.directory.url.path); starting from step 0") }
-            var skipped = 0
-            for path in candidates {
-                let reader: CheckpointReader
-                do {
-                    reader = try CheckpointReader(path: path)
-                    try checkCompatible(reader, modelHash: checkpoints.modelHash, model: model, fingerprint: progress.dataFingerprint)
-                    try reader.load(expected: trainable.specs, weights: trainable.weights, adamM: optimizer.m, adamV: optimizer.v)
-                } catch let error as CheckpointError where source == .auto {
-                    printError("warning: resume: skipping \(path): \(error.message)")
-                    skipped += 1
-                    continue
+            do {
+                checkpoints.directory.removeTemporaries()
+                let candidates: [String]
+                switch source {
+                case .auto: candidates = checkpoints.directory.list().map(\.path)
+                case .path(let p): candidates = [p]
                 }
-                let p = reader.progress
-                state = [1, Double(p.step), Double(p.epoch), Double(p.stepInEpoch), Double(p.tokensSeen), Double(p.optimizerStep),
-                         p.bestMetric, Double(p.bestStep), Double(p.sinceImprovement), p.initialValLoss, p.elapsedSeconds, p.learningRate]
-                let ranks = reader.manifest.worldSize == comm.worldSize ? "" :
-                    " (written by \(reader.manifest.worldSize) rank(s), now \(comm.worldSize): gradient accumulation adapts, the global batch stays)"
-                say("resume: continuing from \(path) after step \(p.step), epoch \(p.epoch)\(ranks)")
-                break
-            }
-            if state[0] == 0 && skipped > 0 {
-                throw CheckpointError(path: checkpoints.directory.url.path, message: "none of the \(skipped) checkpoint(s) verifies (see the warnings); nothing to resume from")
+                if candidates.isEmpty { say("resume: no checkpoint in \(checkpoints.directory.url.path); starting from step 0") }
+                var skipped = 0
+                for path in candidates {
+                    let reader: CheckpointReader
+                    do {
+                        reader = try CheckpointReader(path: path)
+                        try checkCompatible(reader, modelHash: checkpoints.modelHash, model: model, fingerprint: progress.dataFingerprint)
+                        try reader.load(expected: trainable.specs, weights: trainable.weights, adamM: optimizer.m, adamV: optimizer.v)
+                    } catch let error as CheckpointError where source == .auto {
+                        printError("warning: resume: skipping \(path): \(error.message)")
+                        skipped += 1
+                        continue
+                    }
+                    let p = reader.progress
+                    state = [1, Double(p.step), Double(p.epoch), Double(p.stepInEpoch), Double(p.tokensSeen), Double(p.optimizerStep),
+                             p.bestMetric, Double(p.bestStep), Double(p.sinceImprovement), p.initialValLoss, p.elapsedSeconds, p.learningRate]
+                    let ranks = reader.manifest.worldSize == comm.worldSize ? "" :
+                        " (written by \(reader.manifest.worldSize) rank(s), now \(comm.worldSize): gradient accumulation adapts, the global batch stays)"
+                    say("resume: continuing from \(path) after step \(p.step), epoch \(p.epoch)\(ranks)")
+                    break
+                }
+                if state[0] == 0 && skipped > 0 {
+                    throw CheckpointError(path: checkpoints.directory.url.path, message: "none of the \(skipped) checkpoint(s) verifies (see the warnings); nothing to resume from")
+                }
+            } catch {
+                state[0] = -1
+                rejection = "\(error)"
             }
         }
         comm.broadcast(&state, root: 0)
+        if state[0] == -1 {
+            comm.broadcast(&rejection, root: 0)
+            throw SetupFailure(message: rejection)
+        }
         guard state[0] == 1 else { return false }
         if comm.worldSize > 1 {
             for buffer in [trainable.weights, optimizer.m, optimizer.v] { comm.broadcast(buffer.base, count: buffer.count, root: 0) }

@@ -1,0 +1,61 @@
+import DTrainTestSupport
+import Foundation
+import Testing
+
+/// `dtrain train`'s exit statuses under mpirun: 2 for a bad config, model, data file or
+/// checkpoint found before the first step (every rank, one message, no MPI abort), 1 for a
+/// failure during training (naming the rank).
+@Suite(.serialized) struct ExitStatusTests {
+    func errorLines(_ text: String) -> [Substring] { text.split(separator: "\n").filter { $0.contains("error:") } }
+
+    func expectCleanSetupFailure(_ r: (status: Int32, out: String, err: String), mentioning needle: String,
+                                 sourceLocation: SourceLocation = #_sourceLocation) {
+        #expect(r.status == 2, "exit \(r.status)\n\(r.err)", sourceLocation: sourceLocation)
+        #expect(errorLines(r.err).count == 1 && r.err.contains(needle), "\(r.err)", sourceLocation: sourceLocation)
+        #expect(!r.err.contains("MPI_ABORT") && !r.err.contains("MPI_Abort") && !r.err.contains("exiting improperly"),
+                "\(r.err)", sourceLocation: sourceLocation)
+        #expect(!r.out.contains("step 1/"), sourceLocation: sourceLocation)
+    }
+
+    /// An invalid record (data.on_error: error) stops both ranks before training: status 2, one message naming file:line.
+    @Test func dataErrorExitsTwoOnEveryRank() throws {
+        let run = try smallRun("exit-data", method: "lora")
+        let train = URL(fileURLWithPath: run.config).deletingLastPathComponent().appendingPathComponent("train.jsonl")
+        let handle = try FileHandle(forWritingTo: train)
+        handle.seekToEndOfFile()
+        handle.write(Data("\n{\"text\": \"unterminated\n".utf8))
+        try handle.close()
+        let r = try runDTrain(ranks: 2, ["train", "--config", run.config], timeout: 300)
+        expectCleanSetupFailure(r, mentioning: "train.jsonl:25")
+        removeRun(config: run.config)
+    }
+
+    /// A model file that is not a model: status 2, one message naming the file.
+    @Test func modelErrorExitsTwoOnEveryRank() throws {
+        let run = try smallRun("exit-model", method: "lora")
+        let junk = URL(fileURLWithPath: run.config).deletingLastPathComponent().appendingPathComponent("junk.gguf")
+        try Data("this is not a GGUF file".utf8).write(to: junk)
+        let r = try runDTrain(ranks: 2, ["train", "--config", run.config, "--set", "model=\(junk.path)"], timeout: 300)
+        expectCleanSetupFailure(r, mentioning: "junk.gguf")
+        removeRun(config: run.config)
+    }
+
+    /// A checkpoint rejected at resume (another LoRA rank): status 2 on every rank.
+    @Test func rejectedResumeExitsTwo() throws {
+        let run = try smallRun("exit-resume", method: "lora")
+        let first = try runDTrain(ranks: 2, ["train", "--config", run.config, "--set", "train.max_steps=1"], timeout: 300)
+        #expect(first.status == 0, "\(first.err)")
+        let r = try runDTrain(ranks: 2, ["train", "--config", run.config, "--resume", "auto", "--set", "lora.r=8"], timeout: 300)
+        expectCleanSetupFailure(r, mentioning: "lora.r")
+        removeRun(config: run.config)
+    }
+
+    /// A failure during training ends the job with status 1 and names the rank.
+    @Test func failureDuringTrainingExitsOne() throws {
+        let run = try smallRun("exit-fail", method: "lora")
+        let r = try runDTrain(ranks: 2, ["train", "--config", run.config], env: ["DTRAIN_FAULT": "fail:1:2"], timeout: 300)
+        #expect(r.status == 1, "exit \(r.status)\n\(r.err)")
+        #expect(r.err.contains("rank 1"), "\(r.err)")
+        removeRun(config: run.config)
+    }
+}
