@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # dtrain's training step against PyTorch's, measured side by side in one run on this machine.
 #
-#   bash bench/compare-pytorch.sh [ROUNDS] [STEPS]      # defaults: 3 rounds, 5 timed steps
+#   bash bench/compare-pytorch.sh [ROUNDS] [STEPS] [LORA_DROPOUT]   # defaults: 3 rounds, 5 timed steps, 0.05
 #
 # Each round runs, one after the other, dtrain LoRA, PyTorch LoRA, dtrain full, PyTorch full
-# (SmolLM2-135M, 4 x 256 tokens, 2 threads, float32; see bench/pytorch_step.py for the peer).
+# (SmolLM2-135M, 4 x 256 tokens, 2 threads, float32, the same LoRA dropout for both; see
+# bench/pytorch_step.py for the peer).
 # Prints one JSON line per measurement and then, per round, the tokens/s ratios and peak-RSS
 # shares. PyTorch, transformers and PEFT are installed from PyPI into a virtual environment
 # under the dtrain cache the first time (torch's CPU code only: its CUDA packages are left out).
@@ -14,6 +15,7 @@ cd "$(dirname "$0")/.."
 # --- site-specific values -------------------------------------------------------------------
 ROUNDS="${1:-3}"
 STEPS="${2:-5}"
+DROPOUT="${3:-0.05}"
 THREADS=2
 TORCH_VERSION=2.15.0
 CACHE="${DTRAIN_CACHE:-$HOME/.cache/dtrain}"
@@ -40,9 +42,9 @@ LOG="$(mktemp)"
 trap 'rm -f "$LOG"' EXIT
 for round in $(seq 1 "$ROUNDS"); do
     for method in lora full; do
-        "$DTRAIN" bench step --model "$MODEL" --method "$method" --steps "$STEPS" --threads "$THREADS" --json 2>/dev/null \
+        "$DTRAIN" bench step --model "$MODEL" --method "$method" --steps "$STEPS" --threads "$THREADS" --lora-dropout "$DROPOUT" --json 2>/dev/null \
             | sed "s/^{/{\"round\":$round,\"peer\":\"dtrain\",\"bench_method\":\"$method\",/" | tee -a "$LOG"
-        "$VENV/bin/python" bench/pytorch_step.py --method "$method" --steps "$STEPS" --threads "$THREADS" \
+        "$VENV/bin/python" bench/pytorch_step.py --method "$method" --steps "$STEPS" --threads "$THREADS" --lora-dropout "$DROPOUT" \
             | sed "s/^{/{\"round\":$round,\"bench_method\":\"$method\",/" | tee -a "$LOG"
     done
 done

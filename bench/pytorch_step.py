@@ -1,11 +1,12 @@
 """PyTorch's training step on SmolLM2-135M, the peer dtrain's `bench step` is compared with.
 
-    python bench/pytorch_step.py --method lora|full [--steps 5] [--warmup 1] [--threads 2]
+    python bench/pytorch_step.py --method lora|full [--steps 5] [--warmup 1] [--threads 2] [--lora-dropout P]
 
 transformers' LlamaForCausalLM with SmolLM2-135M-Instruct's shapes (weights drawn at random: the
 time of a step does not depend on their values), float32, eager PyTorch with its default
 settings (scaled-dot-product attention, its own oneDNN/MKL kernels), train mode. LoRA is PEFT's,
-r 8, alpha 16, dropout 0, on the seven projections, as `dtrain bench step --method lora`. A step
+r 8, alpha 16, dropout --lora-dropout (default 0.05, dtrain's run-config default), on the seven
+projections, as `dtrain bench step --method lora`. A step
 is zero_grad, forward with labels, backward and torch.optim.AdamW, on 4 x 256 random tokens.
 Prints one JSON line. Peak RSS is the high-water mark over the steps alone (the mark is reset
 after setup, as dtrain does).
@@ -40,6 +41,7 @@ def main():
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--batch", type=int, default=4)
     ap.add_argument("--seq-len", type=int, default=256)
+    ap.add_argument("--lora-dropout", type=float, default=0.05)
     args = ap.parse_args()
 
     import torch
@@ -56,7 +58,7 @@ def main():
     if args.method == "lora":
         from peft import LoraConfig, get_peft_model
         model = get_peft_model(model, LoraConfig(
-            r=8, lora_alpha=16, lora_dropout=0.0, bias="none", task_type="CAUSAL_LM",
+            r=8, lora_alpha=16, lora_dropout=args.lora_dropout, bias="none", task_type="CAUSAL_LM",
             target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]))
     model.train()
     params = [p for p in model.parameters() if p.requires_grad]
@@ -78,7 +80,7 @@ def main():
             times.append(dt)
     per_step = sum(times) / len(times)
     print(json.dumps({
-        "peer": f"pytorch {torch.__version__}", "method": args.method, "threads": args.threads,
+        "peer": f"pytorch {torch.__version__}", "method": args.method, "lora_dropout": args.lora_dropout, "threads": args.threads,
         "cpu_capability": torch.backends.cpu.get_cpu_capability(), "steps": args.steps,
         "seconds_per_step": per_step, "seconds_per_step_min": min(times),
         "tokens_per_s": args.batch * args.seq_len / per_step, "peak_rss_bytes": peak_rss_bytes(),

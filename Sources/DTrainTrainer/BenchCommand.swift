@@ -6,6 +6,8 @@ import Foundation
 /// What `dtrain bench step` measured.
 public struct StepBenchmark {
     public var method: String
+    /// The LoRA and AdamW settings (the run config's defaults unless overridden).
+    public var settings: String
     public var batch: Int, seqLen: Int, threads: Int, steps: Int
     /// OpenBLAS's kernels that ran the step's products, e.g. "Haswell".
     public var blasKernels: String
@@ -157,7 +159,22 @@ public enum BenchCommand {
         return shapes
     }
 
-    public static func measure(modelPath: String, full: Bool, loraRank: Int, batch B: Int, seqLen T: Int,
+    /// The settings a step is measured with: the run config's defaults (`LoRASection()`,
+    /// `OptimSection()`), as `train` takes them, with the bench's own overrides.
+    public struct Settings {
+        public var lora = LoRASection()
+        public var optim = OptimSection()
+        public init() {}
+
+        /// For the report: every setting and where it came from.
+        public var description: String {
+            let h = optim.hyper
+            return String(format: "LoRA r %d, alpha %g, dropout %g, rslora %@; AdamW betas (%g, %g), eps %g, weight decay %g",
+                          lora.r, lora.alpha, lora.dropout, lora.rslora ? "true" : "false", h.beta1, h.beta2, h.eps, h.weightDecay)
+        }
+    }
+
+    public static func measure(modelPath: String, full: Bool, settings: Settings = Settings(), batch B: Int, seqLen T: Int,
                                threads: Int, steps: Int, warmup: Int, recompute: Bool,
                                progress: (String) -> Void) throws -> StepBenchmark {
         ComputeThreads.configure(threads)
@@ -166,7 +183,8 @@ public enum BenchCommand {
         let loaded = try ModelLoader.load(path: modelPath)
         let config = loaded.config
         let model = LlamaModel(config: config, params: loaded.params)
-        model.enableTraining(full ? .full : .lora(LoRAConfig(rank: loraRank, alpha: Float(2 * loraRank))), seed: 1)
+        model.enableTraining(full ? .full : .lora(settings.lora.coreConfig), seed: 1)
+        if !full { model.dropoutKey = CounterRandom.key(1, 2) }
         model.prepare(batchSize: B, seqLen: T, recompute: recompute)
         let trainable = model.trainable!
         let optimizer = AdamWState(count: trainable.weights.count)
@@ -184,7 +202,7 @@ public enum BenchCommand {
             model.zeroGrads()
             let loss = model.trainStep(batch)
             Profiler.measure(.optimizer) {
-                optimizer.update(params: trainable.weights, grads: trainable.grads, lr: 1e-5, hyper: AdamWHyper())
+                optimizer.update(params: trainable.weights, grads: trainable.grads, lr: 1e-5, hyper: settings.optim.hyper)
             }
             let dt = now() - t0
             losses.append(loss.mean)
@@ -235,7 +253,10 @@ public enum BenchCommand {
         let (peakKernels, peak) = byKernels.max { $0.value < $1.value }!
         let achieved = flops / perStep / 1e9
         let fastest = times.min() ?? perStep
-        return StepBenchmark(method: full ? "full" : "lora(r=\(loraRank), 7 targets)", batch: B, seqLen: T, threads: threads,
+        return StepBenchmark(method: full ? "full" : "lora(r=\(settings.lora.r), \(settings.lora.targets.count) targets)",
+                             settings: full ? settings.description.replacingOccurrences(of: #"^LoRA [^;]*; "#, with: "", options: .regularExpression)
+                                 : settings.description,
+                             batch: B, seqLen: T, threads: threads,
                              steps: steps, blasKernels: running, machine: MachineKernels.summary, secondsPerStep: perStep, fastestSecondsPerStep: fastest,
                              tokensPerSecond: Double(B * T) / perStep,
                              modelFlopsPerStep: flops, achievedGFLOPs: achieved, sgemmPeakGFLOPs: peak, sgemmPeakKernels: peakKernels, sgemmPeakByKernels: byKernels,
@@ -248,7 +269,7 @@ public enum BenchCommand {
     public static func report(_ r: StepBenchmark, json: Bool) {
         if json {
             print(jsonLine([
-                "method": r.method, "batch": r.batch, "seq_len": r.seqLen, "threads": r.threads, "steps": r.steps,
+                "method": r.method, "settings": r.settings, "batch": r.batch, "seq_len": r.seqLen, "threads": r.threads, "steps": r.steps,
                 "blas_kernels": r.blasKernels, "machine": r.machine,
                 "sgemm_peak_kernels": r.sgemmPeakKernels, "sgemm_peak_by_kernels": r.sgemmPeakByKernels,
                 "seconds_per_step": r.secondsPerStep, "seconds_per_step_min": r.fastestSecondsPerStep,
@@ -263,6 +284,7 @@ public enum BenchCommand {
         print(r.machine)
         print(String(format: "method %@ | batch %dx%d | threads %d | %d timed steps | OpenBLAS kernels %@", r.method, r.batch, r.seqLen,
                      r.threads, r.steps, r.blasKernels))
+        print("settings: \(r.settings) (the run config's defaults unless given on the command line)")
         print(String(format: "step %.3f s (fastest %.3f s) | %.1f tokens/s | %.1f GFLOP/s achieved (model FLOPs %.3g per step)",
                      r.secondsPerStep, r.fastestSecondsPerStep, r.tokensPerSecond, r.achievedGFLOPs, r.modelFlopsPerStep))
         let byKernels = r.sgemmPeakByKernels.sorted { $0.value > $1.value }

@@ -338,6 +338,68 @@ public enum VectorKernels {
         }
     }
 
+    /// Which of `FloatLanes.scalarCount` elements, from column c0 of a row with dropout key k, are
+    /// dropped: element c is dropped when the top 24 bits of SplitMix64(k ^ c·0xD1B54A32D192ED03)
+    /// are below `threshold` (= ⌈p·2²⁴⌉), the same draw as `CounterRandom.uniform(k, c) < p`.
+    @inline(__always)
+    static func dropped(_ k: UInt64, _ c0: Int, _ threshold: UInt32) -> SIMDMask<FloatLanes.MaskStorage> {
+        @inline(__always) func top24(_ c: SIMD8<UInt64>) -> SIMD8<UInt32> {
+            var z = (SIMD8<UInt64>(repeating: k) ^ (c &* 0xD1B5_4A32_D192_ED03)) &+ 0x9E37_79B9_7F4A_7C15
+            z = (z ^ (z &>> 30)) &* 0xBF58_476D_1CE4_E5B9
+            z = (z ^ (z &>> 27)) &* 0x94D0_49BB_1331_11EB
+            return SIMD8<UInt32>(truncatingIfNeeded: (z ^ (z &>> 31)) &>> 40)
+        }
+        let base = SIMD8<UInt64>(0, 1, 2, 3, 4, 5, 6, 7) &+ UInt64(c0)
+        #if DTRAIN_LANES16
+        let bits = SIMD16<UInt32>(lowHalf: top24(base), highHalf: top24(base &+ 8))
+        #else
+        let bits = top24(base)
+        #endif
+        return unsafeBitCast(bits .< BitLanes(repeating: threshold), to: SIMDMask<FloatLanes.MaskStorage>.self)
+    }
+
+    /// One row of inverted dropout: out[c] = 0 where dropped, else x[c]·scale, for c < count.
+    public static func dropoutRow(_ out: UnsafeMutablePointer<Float>, _ x: UnsafePointer<Float>, _ count: Int,
+                                  key k: UInt64, threshold: UInt32, scale: Float) {
+        let s = splat(scale)
+        var c = 0
+        while c + L <= count {
+            var v = load(x, c) * s
+            v.replace(with: 0, where: dropped(k, c, threshold))
+            store(v, out, c)
+            c += L
+        }
+        while c < count {
+            out[c] = droppedOne(k, c, threshold) ? 0 : x[c] * scale
+            c += 1
+        }
+    }
+
+    /// The row's gradient: dx[c] += g[c]·scale where kept, for c < count.
+    public static func dropoutGradientRow(_ dx: UnsafeMutablePointer<Float>, _ g: UnsafePointer<Float>, _ count: Int,
+                                          key k: UInt64, threshold: UInt32, scale: Float) {
+        let s = splat(scale)
+        var c = 0
+        while c + L <= count {
+            var v = load(g, c) * s
+            v.replace(with: 0, where: dropped(k, c, threshold))
+            store(load(dx, c) + v, dx, c)
+            c += L
+        }
+        while c < count {
+            if !droppedOne(k, c, threshold) { dx[c] += g[c] * scale }
+            c += 1
+        }
+    }
+
+    @inline(__always)
+    static func droppedOne(_ k: UInt64, _ c: Int, _ threshold: UInt32) -> Bool {
+        var z = (k ^ (UInt64(c) &* 0xD1B5_4A32_D192_ED03)) &+ 0x9E37_79B9_7F4A_7C15
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        return UInt32((z ^ (z >> 31)) >> 40) < threshold
+    }
+
     /// LoRA's one-pass backward through B for columns f0..<f1 of dout and 8 of r's columns (the
     /// pointers are offset to them; B and db have row stride r): db[f] += scale·Σ_n dout[n, f]·xa[n]
     /// and out[n] = scale·Σ_f dout[n, f]·B[f], four rows of dout at a time. Eight columns of r

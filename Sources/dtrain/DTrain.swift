@@ -92,7 +92,8 @@ struct Bench: ParsableCommand {
         @Option(help: "full or lora.") var method: Method = .lora
         @Option(help: "Tokens per row.") var seqLen = 256
         @Option(help: "Rows per step.") var batch = 4
-        @Option(help: "LoRA rank (adapters on all seven projections).") var loraRank = 8
+        @Option(help: "LoRA rank (adapters on all seven projections; default: the run config's lora.r).") var loraRank: Int?
+        @Option(help: "LoRA dropout (default: the run config's lora.dropout).") var loraDropout: Float?
         @Option(help: "Timed steps.") var steps = 3
         @Option(help: "Untimed warm-up steps.") var warmup = 1
         @Flag(help: "Recompute layer activations in backward (gradient checkpointing).") var recompute = false
@@ -101,7 +102,10 @@ struct Bench: ParsableCommand {
 
         func run() throws {
             try runReportingErrors {
-                let r = try BenchCommand.measure(modelPath: model.model, full: method == .full, loraRank: loraRank,
+                var settings = BenchCommand.Settings()
+                if let loraRank { settings.lora.r = loraRank }
+                if let loraDropout { settings.lora.dropout = loraDropout }
+                let r = try BenchCommand.measure(modelPath: model.model, full: method == .full, settings: settings,
                                                  batch: batch, seqLen: seqLen, threads: threads.resolved, steps: steps,
                                                  warmup: warmup, recompute: recompute, progress: { printError($0) })
                 BenchCommand.report(r, json: json)

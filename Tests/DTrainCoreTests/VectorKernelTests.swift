@@ -170,4 +170,28 @@ struct VectorKernelTests {
         b.loRAColumns(&db2, &out2, r, dO, xa, r, bw, N, OC, r, 0, OC, 0.5)
         #expect(db1 == db2 && out1 == out2)
     }
+
+    /// Dropout's vector rows draw exactly the mask `CounterRandom.uniform(k, c) < p` describes,
+    /// and scale the kept elements as the scalar formula does, bit for bit.
+    @Test func dropoutRowsEqualTheScalarDraws() {
+        for (name, K) in Self.sets {
+            for p: Float in [0.05, 0.1, 0.25, 1.0 / 3, 0.5] {
+                let t = UInt32((p * 16_777_216).rounded(.up)), s = 1 / (1 - p)
+                for n in [0, 5, 16, 17, 100, 576] {
+                    let k = CounterRandom.key(11, UInt64(n))
+                    let x = randomFloats(n, seed: 30), g = randomFloats(n, seed: 31), d0 = randomFloats(n, seed: 32)
+                    var out = [Float](repeating: 7, count: n), d = d0
+                    K.dropoutRow(&out, x, n, key: k, threshold: t, scale: s)
+                    K.dropoutGradientRow(&d, g, n, key: k, threshold: t, scale: s)
+                    var eo = [Float](repeating: 0, count: n), ed = d0
+                    for c in 0..<n {
+                        let drop = CounterRandom.uniform(k, c) < p
+                        eo[c] = drop ? 0 : x[c] * s
+                        if !drop { ed[c] += g[c] * s }
+                    }
+                    #expect(out == eo && d == ed, "\(name) dropout p=\(p) n=\(n)")
+                }
+            }
+        }
+    }
 }

@@ -28,23 +28,26 @@ public enum CounterRandom {
 /// come from the token's example and position (`TokenBatch.tokenKeys`), so a token gets the same
 /// mask however examples are packed, batched or spread over ranks.
 public enum Dropout {
-    /// out (N, C) = inp · keep / (1 - p); rowKeys (N).
+    /// The vector kernels' form of "uniform(k, c) < p": the top 24 bits of the draw below ⌈p·2²⁴⌉
+    /// (exact: uniform is those bits times 2⁻²⁴).
+    static func threshold(_ p: Float) -> UInt32 { UInt32((p * 16_777_216).rounded(.up)) }
+
+    /// out (N, C) = inp · keep / (1 - p); rowKeys (N). Rows are split across the threads; each
+    /// element's draw is the same whoever computes it.
     public static func forward(_ out: UnsafeMutablePointer<Float>, _ inp: UnsafePointer<Float>,
                                _ rowKeys: UnsafePointer<UInt64>, _ N: Int, _ C: Int, p: Float, key: UInt64) {
-        let s = 1 / (1 - p)
-        for n in 0..<N {
-            let k = key ^ rowKeys[n], o = out + n * C, x = inp + n * C
-            for c in 0..<C { o[c] = CounterRandom.uniform(k, c) < p ? 0 : x[c] * s }
+        let s = 1 / (1 - p), t = threshold(p), vec = Vectors.kernels
+        Parallel.forChunks(N, minPerThread: max(1, 16384 / max(C, 1))) { rows in
+            for n in rows { vec.dropoutRow(out + n * C, inp + n * C, C, key: key ^ rowKeys[n], threshold: t, scale: s) }
         }
     }
 
     /// dinp (N, C) += dout masked and scaled exactly as forward did.
     public static func backward(_ dinp: UnsafeMutablePointer<Float>, _ dout: UnsafePointer<Float>,
                                 _ rowKeys: UnsafePointer<UInt64>, _ N: Int, _ C: Int, p: Float, key: UInt64) {
-        let s = 1 / (1 - p)
-        for n in 0..<N {
-            let k = key ^ rowKeys[n], d = dinp + n * C, g = dout + n * C
-            for c in 0..<C where CounterRandom.uniform(k, c) >= p { d[c] += g[c] * s }
+        let s = 1 / (1 - p), t = threshold(p), vec = Vectors.kernels
+        Parallel.forChunks(N, minPerThread: max(1, 16384 / max(C, 1))) { rows in
+            for n in rows { vec.dropoutGradientRow(dinp + n * C, dout + n * C, C, key: key ^ rowKeys[n], threshold: t, scale: s) }
         }
     }
 }
