@@ -128,6 +128,15 @@ int dtrain_blas_switch(const char *name) {
     return strcasecmp(dtrain_blas_running(), name) == 0;
 }
 
+int dtrain_blas_reinit(void) {
+    void (*quit)(void) = (void (*)(void))dlsym(RTLD_DEFAULT, "gotoblas_dynamic_quit");
+    void (*init)(void) = (void (*)(void))dlsym(RTLD_DEFAULT, "gotoblas_dynamic_init");
+    if (!quit || !init) return 0;
+    quit();
+    init();
+    return 1;
+}
+
 // Runs after OpenBLAS's own constructor: the executable's (and the test bundle's) constructors
 // run after those of the libraries they depend on.
 __attribute__((constructor)) static void dtrain_choose_blas_kernels(void) {
@@ -146,5 +155,8 @@ __attribute__((constructor)) static void dtrain_choose_blas_kernels(void) {
     if (!best[0]) return;
     copyName(selection.switchedTo, best);
     selection.switchWorked = dtrain_blas_switch(best);
+    // A name OpenBLAS cannot force makes it fall back to a set of its own choosing: go back to
+    // the one it had (a forced test-hook set is named; otherwise the environment decides).
+    if (!selection.switchWorked && !dtrain_blas_switch(selection.openblasChose)) dtrain_blas_reinit();
     copyName(selection.running, dtrain_blas_running());
 }

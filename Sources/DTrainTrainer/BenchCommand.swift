@@ -107,20 +107,26 @@ public enum BenchCommand {
     /// `mfuPaired` compares the neighbouring steps with.
     static let probeSeconds = 0.8
     static func probe() -> (best: Double, mean: Double) {
-        withBLASKernels(MachineKernels.blasKernels(for: MachineKernels.cpu.level)) {
-            sgemmGFLOPs(M: 2048, N: 2048, K: 2048, transB: false, seconds: probeSeconds)
-        }
+        let run = { sgemmGFLOPs(M: 2048, N: 2048, K: 2048, transB: false, seconds: probeSeconds) }
+        return withBLASKernels(MachineKernels.blasKernels(for: MachineKernels.cpu.level), run) ?? run()
     }
 
-    /// Runs `body` with OpenBLAS switched to `kernels` (when given and not running already), then
-    /// switches back. Only between products: nothing else may run a product meanwhile.
-    static func withBLASKernels<R>(_ kernels: String?, _ body: () -> R) -> R {
+    /// Runs `body` with OpenBLAS switched to `kernels` (a no-op when they run already), then
+    /// switches back; nil, without running `body`, when OpenBLAS cannot be switched to them.
+    /// Only between products: nothing else may run a product meanwhile. A failure to switch
+    /// back would leave the rest of the benchmark on other kernels, so it stops the benchmark.
+    static func withBLASKernels<R>(_ kernels: String?, _ body: () -> R) -> R? {
         let running = MachineKernels.blasKernels
-        guard let kernels, kernels.lowercased() != running.lowercased(), MachineKernels.switchBLAS(to: kernels) else {
-            return body()
+        guard let kernels else { return nil }
+        if kernels.lowercased() == running.lowercased() { return body() }
+        let switched = MachineKernels.switchBLAS(to: kernels)
+        defer {
+            // Not a precondition: -Ounchecked builds need not evaluate a precondition's condition.
+            if !MachineKernels.restoreBLAS(to: running) {
+                fatalError("bench: OpenBLAS could not be switched back to \(running) (runs \(MachineKernels.blasKernels))")
+            }
         }
-        defer { MachineKernels.switchBLAS(to: running) }
-        return body()
+        return switched ? body() : nil
     }
 
     /// The mean over timed steps of each step's model GFLOP/s divided by the faster of the
@@ -238,14 +244,18 @@ public enum BenchCommand {
         let running = MachineKernels.blasKernels
         var byKernels: [String: Double] = [:]
         for kernels in Set([running] + MachineKernels.supportedBLASKernelSets).sorted() {
-            byKernels[kernels] = withBLASKernels(kernels) {
+            guard let best = withBLASKernels(kernels, {
                 var best = sgemmGFLOPs(M: 2048, N: 2048, K: 2048, transB: false, seconds: 0.5).best
                 for (m, n, k, tb, _) in stepShapes(config: config, tokens: B * T, full: full).prefix(5) {
                     best = max(best, sgemmGFLOPs(M: m, N: n, K: k, transB: tb, seconds: 0.1).best)
                 }
                 return best
+            }) else {
+                progress("warning: OpenBLAS cannot be switched to its \(kernels) kernels here; not measured")
+                continue
             }
-            progress(String(format: "sgemm peak with OpenBLAS's %@ kernels: %.1f GFLOP/s", kernels, byKernels[kernels]!))
+            byKernels[kernels] = best
+            progress(String(format: "sgemm peak with OpenBLAS's %@ kernels: %.1f GFLOP/s", kernels, best))
         }
         byKernels[running] = max(byKernels[running] ?? 0, runningPeak)
         let probeKernels = MachineKernels.blasKernels(for: MachineKernels.cpu.level) ?? running

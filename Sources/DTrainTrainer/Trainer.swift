@@ -334,11 +334,18 @@ public final class Trainer {
     func agreeOnWeights(_ model: LlamaModel, baseHash: UInt64) throws {
         var mine = baseHash
         if let lora = model.lora { mine ^= CounterRandom.mix(Self.hash(lora.weights)) }
-        var root = [Double(mine >> 32), Double(mine & 0xFFFF_FFFF)]
+        let lanes = Double(Vectors.kernels.lanes)
+        var root = [Double(mine >> 32), Double(mine & 0xFFFF_FFFF), lanes]
         comm.broadcast(&root, root: 0)
         let rootHash = UInt64(root[0]) << 32 | UInt64(root[1])
-        var mismatch = [rootHash == mine ? 0.0 : Double(comm.rank + 1)]
+        // The vector width decides the order of some sums (the gradient norm that clipping
+        // uses among them): ranks at different widths would drift apart by rounding.
+        var mismatch = [rootHash == mine ? 0.0 : Double(comm.rank + 1), root[2] == lanes ? 0.0 : Double(comm.rank + 1)]
         comm.allReduceMax(&mismatch)
+        if mismatch[1] > 0 {
+            throw SetupFailure(message: "rank \(Int(mismatch[1]) - 1) runs its vector kernels at another width than rank 0 "
+                + "(\(Int(root[2])) float32 lanes there); set DTRAIN_VECTOR_BITS=256 for every rank of a job whose nodes' CPUs differ")
+        }
         if mismatch[0] > 0 {
             throw SetupFailure(message: "\(ConfigError.invalid(key: "model", message: "rank \(Int(mismatch[0]) - 1) loaded different weights than rank 0 from \(config.model); every node must see the same file"))")
         }

@@ -104,7 +104,11 @@ struct Bench: ParsableCommand {
             try runReportingErrors {
                 var settings = BenchCommand.Settings()
                 if let loraRank { settings.lora.r = loraRank }
-                if let loraDropout { settings.lora.dropout = loraDropout }
+                if let loraDropout {
+                    guard (0..<1).contains(loraDropout) else { throw ValidationError("--lora-dropout \(loraDropout): expected a probability in [0, 1)") }
+                    settings.lora.dropout = loraDropout
+                }
+                if let loraRank, loraRank < 1 { throw ValidationError("--lora-rank \(loraRank): expected a positive rank") }
                 let r = try BenchCommand.measure(modelPath: model.model, full: method == .full, settings: settings,
                                                  batch: batch, seqLen: seqLen, threads: threads.resolved, steps: steps,
                                                  warmup: warmup, recompute: recompute, progress: { printError($0) })

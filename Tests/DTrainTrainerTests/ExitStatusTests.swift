@@ -1,3 +1,4 @@
+import DTrainCore
 import DTrainTestSupport
 import Foundation
 import Testing
@@ -56,6 +57,38 @@ import Testing
         let r = try runDTrain(ranks: 2, ["train", "--config", run.config], env: ["DTRAIN_FAULT": "fail:1:2"], timeout: 300)
         #expect(r.status == 1, "exit \(r.status)\n\(r.err)")
         #expect(r.err.contains("rank 1"), "\(r.err)")
+        removeRun(config: run.config)
+    }
+
+    /// Ranks whose vector kernels differ in width (mixed CPUs) would drift apart by rounding:
+    /// on an AVX-512 CPU, one rank forced to AVX2 stops the job before training (status 2).
+    @Test func ranksAtDifferentVectorWidthsStop() throws {
+        let run = try smallRun("exit-width", method: "lora")
+        let dtrain = try dtrainBinary()
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        let args = ["train", "--config", run.config, "--set", "train.max_steps=1"]
+        p.arguments = ["mpirun", "--oversubscribe", "--bind-to", "none", "-n", "1", dtrain] + args
+            + [":", "-n", "1", "/usr/bin/env", "DTRAIN_VECTOR_BITS=256", dtrain] + args
+        var env = ProcessInfo.processInfo.environment
+        env["OMPI_ALLOW_RUN_AS_ROOT"] = "1"
+        env["OMPI_ALLOW_RUN_AS_ROOT_CONFIRM"] = "1"
+        env["DTRAIN_VECTOR_BITS"] = nil
+        p.environment = env
+        let errPipe = Pipe()
+        p.standardError = errPipe
+        p.standardOutput = FileHandle.nullDevice
+        try p.run()
+        let err = String(decoding: errPipe.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        p.waitUntilExit()
+        if MachineKernels.cpu.level >= .avx512 {
+            #expect(p.terminationStatus == 2, "exit \(p.terminationStatus)\n\(err)")
+            #expect(err.contains("rank 1 runs its vector kernels at another width") && err.contains("DTRAIN_VECTOR_BITS=256"), "\(err)")
+        } else {
+            // Without AVX-512 both ranks run AVX2 already: the job trains.
+            print("ranksAtDifferentVectorWidthsStop: no AVX-512 on this CPU, so both ranks run 8 lanes and the job must train")
+            #expect(p.terminationStatus == 0, "exit \(p.terminationStatus)\n\(err)")
+        }
         removeRun(config: run.config)
     }
 }

@@ -61,5 +61,9 @@ const char *dtrain_blas_kernels_for_level(int level, int bf16);
 /// Not safe while a product runs on another thread: call it before any, or between them.
 int dtrain_blas_switch(const char *name);
 
+/// Has OpenBLAS pick its kernels again from the environment as it is (OPENBLAS_CORETYPE, or its
+/// own detection); returns 0 when this BLAS cannot.
+int dtrain_blas_reinit(void);
+
 /// The name of the kernels OpenBLAS runs now ("unknown" when it is not OpenBLAS).
 const char *dtrain_blas_running(void);

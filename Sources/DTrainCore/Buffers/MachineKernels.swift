@@ -99,6 +99,16 @@ public enum MachineKernels {
     @discardableResult
     public static func switchBLAS(to name: String) -> Bool { dtrain_blas_switch(name) != 0 }
 
+    /// Switches OpenBLAS back to `name` after `switchBLAS`: by name, else (a set OpenBLAS picks
+    /// but cannot be told to, such as a newer one's SapphireRapids) by having it choose again
+    /// from the environment. True when it runs `name` again.
+    @discardableResult
+    public static func restoreBLAS(to name: String) -> Bool {
+        if switchBLAS(to: name) { return true }
+        _ = dtrain_blas_reinit()
+        return blasKernels.lowercased() == name.lowercased()
+    }
+
     /// For the run's first line: the CPU, dtrain's vector width, and OpenBLAS's kernels with how
     /// they were chosen.
     public static var summary: String {
