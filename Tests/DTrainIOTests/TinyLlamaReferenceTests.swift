@@ -78,7 +78,7 @@ import Testing
     @Test(arguments: [false, true])
     func loraLogitsLossAndGradients(recompute: Bool) throws {
         let s = try setup()
-        s.model.enableTraining(.lora(LoRAConfig(rank: 4, alpha: 8, dropout: 0)), seed: 0)
+        s.model.enableTraining(.lora(LoRAConfig(rank: 4, alpha: 8, dropout: 0, useRSLoRA: false, targets: LoRATarget.allCases)), seed: 0)
         s.model.prepare(batchSize: 2, seqLen: 16, recompute: recompute)
         let lora = s.model.lora!
         for spec in lora.specs {

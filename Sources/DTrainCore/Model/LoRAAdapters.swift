@@ -36,8 +36,8 @@ public struct LoRAConfig: Sendable, Equatable, Codable {
     public var useRSLoRA: Bool
     public var targets: [LoRATarget]
 
-    public init(rank: Int = 8, alpha: Float = 16, dropout: Float = 0, useRSLoRA: Bool = false,
-                targets: [LoRATarget] = LoRATarget.allCases) {
+    /// No defaults here: the run config's `lora:` section holds them.
+    public init(rank: Int, alpha: Float, dropout: Float, useRSLoRA: Bool, targets: [LoRATarget]) {
         self.rank = rank; self.alpha = alpha; self.dropout = dropout
         self.useRSLoRA = useRSLoRA; self.targets = targets
     }

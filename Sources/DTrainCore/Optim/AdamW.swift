@@ -2,11 +2,12 @@ import Foundation
 
 /// AdamW hyper-parameters (PyTorch's defaults).
 public struct AdamWHyper: Sendable, Equatable, Codable {
-    public var beta1: Float = 0.9
-    public var beta2: Float = 0.999
-    public var eps: Float = 1e-8
-    public var weightDecay: Float = 0.01
-    public init(beta1: Float = 0.9, beta2: Float = 0.999, eps: Float = 1e-8, weightDecay: Float = 0.01) {
+    public var beta1: Float
+    public var beta2: Float
+    public var eps: Float
+    public var weightDecay: Float
+    /// No defaults here: the run config's `optim:` section holds them.
+    public init(beta1: Float, beta2: Float, eps: Float, weightDecay: Float) {
         self.beta1 = beta1; self.beta2 = beta2; self.eps = eps; self.weightDecay = weightDecay
     }
 }

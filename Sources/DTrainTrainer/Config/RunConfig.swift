@@ -42,11 +42,12 @@ public struct RunConfig: Codable, Equatable {
             throw ConfigError.missing(key: "model", expected: "a path to a .gguf file or a Hugging Face model directory")
         }
         self.model = model
-        method = try c.value(.method, or: .lora, "full or lora")
-        seed = try c.value(.seed, or: 1234, "a non-negative integer")
-        outputDir = try c.value(.outputDir, or: "runs/dtrain", "a directory path")
+        let d = Self(model: model)  // every default is the property initialiser's
+        method = try c.value(.method, or: d.method, "full or lora")
+        seed = try c.value(.seed, or: d.seed, "a non-negative integer")
+        outputDir = try c.value(.outputDir, or: d.outputDir, "a directory path")
         threads = try c.optional(.threads, "an integer (threads per rank)")
-        recompute = try c.value(.recompute, or: false, "true or false")
+        recompute = try c.value(.recompute, or: d.recompute, "true or false")
         data = try c.value(.data, or: DataSection(), "a section")
         lora = try c.value(.lora, or: LoRASection(), "a section")
         optim = try c.value(.optim, or: OptimSection(), "a section")
@@ -233,11 +234,12 @@ public struct LoRASection: Codable, Equatable {
     public init(from decoder: Decoder) throws {
         try decoder.rejectUnknownKeys(CodingKeys.self)
         let c = try decoder.container(keyedBy: CodingKeys.self)
-        r = try c.value(.r, or: 8, "an integer rank")
-        alpha = try c.value(.alpha, or: 16, "a number")
-        dropout = try c.value(.dropout, or: 0.05, "a probability in [0, 1)")
-        rslora = try c.value(.rslora, or: false, "true or false")
-        let names: [String] = try c.value(.targets, or: LoRATarget.allCases.map(\.rawValue), "a list of projection names")
+        let d = Self()  // every default is the property initialiser's
+        r = try c.value(.r, or: d.r, "an integer rank")
+        alpha = try c.value(.alpha, or: d.alpha, "a number")
+        dropout = try c.value(.dropout, or: d.dropout, "a probability in [0, 1)")
+        rslora = try c.value(.rslora, or: d.rslora, "true or false")
+        let names: [String] = try c.value(.targets, or: d.targets.map(\.rawValue), "a list of projection names")
         targets = try names.map { name in
             guard let t = LoRATarget(rawValue: name) else {
                 throw ConfigError.invalid(key: "lora.targets", message: "unknown projection '\(name)'; expected some of \(LoRATarget.allCases.map(\.rawValue))")
@@ -264,15 +266,17 @@ public struct OptimSection: Codable, Equatable {
     public init(from decoder: Decoder) throws {
         try decoder.rejectUnknownKeys(CodingKeys.self)
         let c = try decoder.container(keyedBy: CodingKeys.self)
-        lr = try c.value(.lr, or: 2e-4, "a positive number")
-        betas = try c.value(.betas, or: [0.9, 0.999], "two numbers, like [0.9, 0.999]")
-        eps = try c.value(.eps, or: 1e-8, "a small positive number")
-        weightDecay = try c.value(.weightDecay, or: 0, "a number")
-        gradClip = try c.value(.gradClip, or: 1, "a number (0 = off)")
+        let d = Self()  // every default is the property initialiser's
+        lr = try c.value(.lr, or: d.lr, "a positive number")
+        betas = try c.value(.betas, or: d.betas, "two numbers, like [0.9, 0.999]")
+        eps = try c.value(.eps, or: d.eps, "a small positive number")
+        weightDecay = try c.value(.weightDecay, or: d.weightDecay, "a number")
+        gradClip = try c.value(.gradClip, or: d.gradClip, "a number (0 = off)")
     }
 
+    /// The core's AdamW settings (`validate` has checked that `betas` holds two numbers).
     public var hyper: AdamWHyper {
-        AdamWHyper(beta1: betas.first ?? 0.9, beta2: betas.count > 1 ? betas[1] : 0.999, eps: eps, weightDecay: weightDecay)
+        AdamWHyper(beta1: betas[0], beta2: betas[1], eps: eps, weightDecay: weightDecay)
     }
 }
 
@@ -288,12 +292,13 @@ public struct ScheduleSection: Codable, Equatable {
     public init(from decoder: Decoder) throws {
         try decoder.rejectUnknownKeys(CodingKeys.self)
         let c = try decoder.container(keyedBy: CodingKeys.self)
-        type = try c.value(.type, or: "cosine", "cosine, linear or constant")
+        let d = Self()  // every default is the property initialiser's
+        type = try c.value(.type, or: d.type, "cosine, linear or constant")
         guard ["cosine", "linear", "constant"].contains(type) else {
             throw ConfigError.invalid(key: "schedule.type", message: "expected cosine, linear or constant, got '\(type)'")
         }
-        warmupSteps = try c.value(.warmupSteps, or: 0, "an integer")
-        minLr = try c.value(.minLr, or: 0, "a number")
+        warmupSteps = try c.value(.warmupSteps, or: d.warmupSteps, "an integer")
+        minLr = try c.value(.minLr, or: d.minLr, "a number")
     }
 
     /// Learning rate at 1-based `step` of `total`, peaking at `peak` after warm-up.
@@ -323,10 +328,11 @@ public struct BatchSection: Codable, Equatable {
     public init(from decoder: Decoder) throws {
         try decoder.rejectUnknownKeys(CodingKeys.self)
         let c = try decoder.container(keyedBy: CodingKeys.self)
+        let d = Self()  // every default is the property initialiser's
         globalExamples = try c.optional(.globalExamples, "an integer")
         globalTokens = try c.optional(.globalTokens, "an integer")
-        if globalExamples == nil && globalTokens == nil { globalExamples = 16 }
-        micro = try c.value(.micro, or: 4, "an integer")
+        if globalExamples == nil && globalTokens == nil { globalExamples = d.globalExamples }
+        micro = try c.value(.micro, or: d.micro, "an integer")
     }
 }
 
@@ -341,7 +347,8 @@ public struct TrainSection: Codable, Equatable {
     public init(from decoder: Decoder) throws {
         try decoder.rejectUnknownKeys(CodingKeys.self)
         let c = try decoder.container(keyedBy: CodingKeys.self)
-        epochs = try c.value(.epochs, or: 1, "an integer")
+        let d = Self()  // every default is the property initialiser's
+        epochs = try c.value(.epochs, or: d.epochs, "an integer")
         maxSteps = try c.optional(.maxSteps, "an integer")
     }
 }
@@ -364,14 +371,15 @@ public struct EvalSection: Codable, Equatable {
     public init(from decoder: Decoder) throws {
         try decoder.rejectUnknownKeys(CodingKeys.self)
         let c = try decoder.container(keyedBy: CodingKeys.self)
-        everySteps = try c.value(.everySteps, or: 50, "an integer")
-        patience = try c.value(.patience, or: 0, "an integer")
-        minDelta = try c.value(.minDelta, or: 0, "a number")
-        metric = try c.value(.metric, or: "val_loss", "val_loss")
+        let d = Self()  // every default is the property initialiser's
+        everySteps = try c.value(.everySteps, or: d.everySteps, "an integer")
+        patience = try c.value(.patience, or: d.patience, "an integer")
+        minDelta = try c.value(.minDelta, or: d.minDelta, "a number")
+        metric = try c.value(.metric, or: d.metric, "val_loss")
         guard ["val_loss", "val_ppl"].contains(metric) else {
             throw ConfigError.invalid(key: "eval.metric", message: "expected val_loss or val_ppl, got '\(metric)'")
         }
-        atStart = try c.value(.atStart, or: true, "true or false")
+        atStart = try c.value(.atStart, or: d.atStart, "true or false")
     }
 }
 
@@ -390,9 +398,10 @@ public struct CheckpointSection: Codable, Equatable {
     public init(from decoder: Decoder) throws {
         try decoder.rejectUnknownKeys(CodingKeys.self)
         let c = try decoder.container(keyedBy: CodingKeys.self)
-        everySteps = try c.value(.everySteps, or: 0, "an integer")
-        everyMinutes = try c.value(.everyMinutes, or: 0, "a number")
-        keepLast = try c.value(.keepLast, or: 2, "an integer")
+        let d = Self()  // every default is the property initialiser's
+        everySteps = try c.value(.everySteps, or: d.everySteps, "an integer")
+        everyMinutes = try c.value(.everyMinutes, or: d.everyMinutes, "a number")
+        keepLast = try c.value(.keepLast, or: d.keepLast, "an integer")
     }
 }
 
@@ -407,7 +416,8 @@ public struct LoggingSection: Codable, Equatable {
     public init(from decoder: Decoder) throws {
         try decoder.rejectUnknownKeys(CodingKeys.self)
         let c = try decoder.container(keyedBy: CodingKeys.self)
-        everySteps = try c.value(.everySteps, or: 1, "an integer")
-        tensorboard = try c.value(.tensorboard, or: true, "true or false")
+        let d = Self()  // every default is the property initialiser's
+        everySteps = try c.value(.everySteps, or: d.everySteps, "an integer")
+        tensorboard = try c.value(.tensorboard, or: d.tensorboard, "true or false")
     }
 }
