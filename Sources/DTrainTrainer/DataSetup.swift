@@ -1,64 +1,10 @@
-// What the `dtrain data` commands share: the model's tokenizer and chat template (no weights),
-// and the data options resolved from defaults, then a run config's `data:` section, then flags.
+// What the `dtrain data` commands share with `train` and `eval`: the encoder built from a model's
+// assets, and the data options resolved from defaults, then a run config's `data:` section, then flags.
 
 import DTrainData
 import DTrainIO
 import Foundation
 import Yams
-
-/// A model's tokenizer and chat template, read without loading weights.
-public struct DataModel {
-    public let tokenizer: BPETokenizer
-    /// The model's own template source (GGUF `tokenizer.chat_template`, or a Hugging Face
-    /// directory's tokenizer_config.json `chat_template` / chat_template.jinja).
-    public let chatTemplateSource: String?
-    public let bosToken: String?
-    public let eosToken: String?
-
-    /// Reads the tokenizer and template of a `.gguf` file or a Hugging Face model directory.
-    public static func load(path: String) throws -> DataModel {
-        var isDir: ObjCBool = false
-        guard FileManager.default.fileExists(atPath: path, isDirectory: &isDir) else { throw ModelPathError.notFound(path) }
-        if !isDir.boolValue {
-            let file = try GGUFFile(path: path)
-            let tokenizer = try TokenizerLoader.fromGGUF(file)
-            return DataModel(tokenizer: tokenizer, chatTemplateSource: file.metadata["tokenizer.chat_template"]?.string,
-                             bosToken: tokenizer.bosTokenID.map(tokenizer.tokenString),
-                             eosToken: tokenizer.eosTokenID.map(tokenizer.tokenString))
-        }
-        let dir = URL(fileURLWithPath: path)
-        let tokenizer = try TokenizerLoader.fromHuggingFaceDirectory(dir)
-        var source: String?
-        var bos = tokenizer.bosTokenID.map(tokenizer.tokenString)
-        var eos = tokenizer.eosTokenID.map(tokenizer.tokenString)
-        if let data = try? Data(contentsOf: dir.appendingPathComponent("tokenizer_config.json")),
-           let config = (try? JSONSerialization.jsonObject(with: data)) as? [String: Any] {
-            source = config["chat_template"] as? String
-            func token(_ key: String, _ fallback: String?) -> String? {
-                guard let value = config[key] else { return fallback }
-                if let s = value as? String { return s }
-                if let added = value as? [String: Any] { return added["content"] as? String }
-                return nil
-            }
-            bos = token("bos_token", bos)
-            eos = token("eos_token", eos)
-        }
-        if source == nil {
-            source = try? String(contentsOf: dir.appendingPathComponent("chat_template.jinja"), encoding: .utf8)
-        }
-        return DataModel(tokenizer: tokenizer, chatTemplateSource: source, bosToken: bos, eosToken: eos)
-    }
-
-    /// The template to render with: `overridePath` (a .jinja or tokenizer_config.json) when
-    /// given, else the model's own; nil when neither exists.
-    public func chatTemplate(overridePath: String?, modelPath: String) throws -> ChatTemplateContext? {
-        if let overridePath {
-            return try ChatTemplateContext.load(file: overridePath, defaultBOS: bosToken, defaultEOS: eosToken)
-        }
-        guard let source = chatTemplateSource else { return nil }
-        return try ChatTemplateContext(source: source, bosToken: bosToken, eosToken: eosToken, origin: modelPath)
-    }
-}
 
 /// Data options as the `dtrain data` commands take them: a run config's `data:` section, then
 /// the flags given on the command line (nil: not given).
@@ -139,29 +85,17 @@ public struct DataConfigError: Error, CustomStringConvertible {
     public var description: String { "\(path): \(message)" }
 }
 
-/// Builds the encoder for a model and options, with the template they select (the model's own,
-/// or `options.chatTemplate`), reading only the model's tokenizer and template.
-public func makeDataEncoder(modelPath: String, options: DataOptions) throws -> ExampleEncoder {
-    let model = try DataModel.load(path: modelPath)
-    let template = try model.chatTemplate(overridePath: options.chatTemplate, modelPath: modelPath)
-    return ExampleEncoder(tokenizer: model.tokenizer, template: template, options: options.encoder)
+/// Builds the encoder for a model's assets and data options: the model's tokenizer, and the
+/// template `options.chatTemplate` names or else the model's own (`ModelAssets.chatTemplate`).
+/// `train`, `eval` and the data commands all encode through here.
+public func makeDataEncoder(assets: ModelAssets, options: DataOptions) throws -> ExampleEncoder {
+    let template = try assets.chatTemplate(overridePath: options.chatTemplate)
+    return ExampleEncoder(tokenizer: assets.tokenizer, template: template, options: options.encoder)
 }
 
-/// Builds the encoder for a model already loaded (the trainer's path): its tokenizer, and its
-/// chat template unless `options.chatTemplate` names another; BOS / EOS strings are the
-/// tokenizer's.
-public func makeDataEncoder(model: LoadedModel, options: DataOptions) throws -> ExampleEncoder {
-    let tokenizer = model.tokenizer
-    let bos = tokenizer.bosTokenID.map(tokenizer.tokenString), eos = tokenizer.eosTokenID.map(tokenizer.tokenString)
-    let template: ChatTemplateContext?
-    if let path = options.chatTemplate {
-        template = try ChatTemplateContext.load(file: path, defaultBOS: bos, defaultEOS: eos)
-    } else if let source = model.chatTemplate {
-        template = try ChatTemplateContext(source: source, bosToken: bos, eosToken: eos, origin: model.source)
-    } else {
-        template = nil
-    }
-    return ExampleEncoder(tokenizer: tokenizer, template: template, options: options.encoder)
+/// The encoder for the model at `modelPath`, read without its weights.
+public func makeDataEncoder(modelPath: String, options: DataOptions) throws -> ExampleEncoder {
+    try makeDataEncoder(assets: try ModelAssets.load(path: modelPath), options: options)
 }
 
 /// Refuses to write `output` when it is one of `inputs` (the write would truncate the input

@@ -5,7 +5,7 @@ import Foundation
 /// `dtrain tokenize`: JSONL `text` records in, one `{"ids": [...], "tokens": N}` line out per record.
 public enum TokenizeCommand {
     public static func run(modelPath: String, input: String?, addSpecialTokens: Bool) throws {
-        let tokenizer = try ModelLoader.loadTokenizer(path: modelPath)
+        let tokenizer = try ModelAssets.load(path: modelPath).tokenizer
         let records = try JSONLReader(path: input).texts()
         var out = ""
         out.reserveCapacity(records.count * 64)

@@ -378,11 +378,15 @@ public final class Trainer {
         return h.value
     }
 
+    /// Writes final/ or best/: self-contained (the tokenizer files and the chat template the data
+    /// was rendered with go beside the weights).
     func saveWeights(_ model: LlamaModel, _ loaded: LoadedModel, to dir: String) throws {
+        let template = try loaded.assets.chatTemplate(overridePath: config.data.chatTemplate)?.template.source
         if let lora = model.lora {
-            try ModelExport.writePEFTAdapter(lora, baseModel: config.model, to: dir)
+            try ModelExport.writeAdapter(lora, assets: loaded.assets, modelPath: config.model, chatTemplate: template, to: dir)
         } else {
-            try ModelExport.writeModel(config: model.config, layout: model.layout, params: model.params, to: dir)
+            try ModelExport.writeModel(config: model.config, layout: model.layout, params: model.params, assets: loaded.assets,
+                                       chatTemplate: template, to: dir)
         }
     }
 
@@ -408,7 +412,7 @@ public final class Trainer {
                          max(0, a.exposedSeconds - a.unhiddenSeconds) * 1e3))
         }
         if let c = s.checkpoint { print("checkpoint: \(c)") }
-        print("outputs: \(s.outputDir)/final (\(config.method == .lora ? "PEFT adapter" : "safetensors model")), \(s.outputDir)/best, \(s.outputDir)/metrics.jsonl, TensorBoard events in \(s.outputDir)")
+        print("outputs: \(s.outputDir)/final (\(config.method == .lora ? "PEFT adapter" : "Hugging Face model") with the tokenizer files), \(s.outputDir)/best, \(s.outputDir)/metrics.jsonl, TensorBoard events in \(s.outputDir)")
     }
 }
 

@@ -31,7 +31,7 @@ public enum TrainingDataLoader {
         var counts = (truncated: 0, dropped: 0, skipped: 0)
         let options = config.data.options
         try options.validate()
-        let encoder = try makeDataEncoder(model: model, options: options)
+        let encoder = try makeDataEncoder(assets: model.assets, options: options)
         var train = try encode(paths: config.data.train, encoder: encoder, options: options, counts: &counts)
         var validation: [SequenceExample] = []
         if let v = config.data.validation {

@@ -49,18 +49,37 @@ struct Tokenize: ParsableCommand {
 
 struct Eval: ParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Next-token loss and perplexity of `text` records, per record and overall.")
+        abstract: "Loss and perplexity of a model on JSONL data, per record and overall, as training's validation computes them.",
+        discussion: """
+            Records of any format (text, prompt/completion, chat, instruction; .jsonl or .jsonl.gz) go through \
+            the training data pipeline: the same template, loss masks and length policy as `train`. With \
+            --config RUN.yaml (the run's data: section) on the run's validation file, the loss printed is the \
+            run's validation loss. --adapter applies a PEFT adapter directory (a LoRA run's final/ or best/, or \
+            one PEFT wrote); --checkpoint applies a dtrain checkpoint (LoRA or full) trained from --model.
+            Exit status: 0 done; 1 an error (named on stderr).
+            """)
     @OptionGroup var model: ModelOptions
-    @Option(help: "JSONL file of {\"text\": ...} records.") var data: String
-    @Flag(help: "Print one JSON object on stdout.") var json = false
-    @Option(help: "Longest record in tokens; longer ones are truncated with a warning.") var maxSeqLen = 2048
-    @Flag(help: "Add BOS/EOS as the model's metadata says.") var addSpecialTokens = false
+    @Option(help: "JSONL file to score (repeatable).") var data: [String] = []
+    @Option(help: "A PEFT adapter directory to apply (adapter_config.json + adapter_model.safetensors).") var adapter: String?
+    @Option(help: "A dtrain checkpoint (.h5) whose trained weights to use; it must have been trained from --model.") var checkpoint: String?
+    @OptionGroup var dataFlags: DataFlags
+    @Option(help: "Maximum sequence length in tokens (data.max_seq_len; default \(DataSection().maxSeqLen)).") var maxSeqLen: Int?
+    @Option(help: "Examples per forward pass.") var batch = 4
+    @Flag(help: "Print one JSON object on stdout (records, tokens, loss, perplexity, per_record).") var json = false
     @OptionGroup var threads: ThreadOptions
 
     func run() throws {
         try runReportingErrors {
-            try EvalCommand.run(modelPath: model.model, dataPath: data, json: json, maxSeqLen: maxSeqLen,
-                                threads: threads.resolved, addSpecialTokens: addSpecialTokens)
+            guard !data.isEmpty else { throw ValidationError("--data FILE.jsonl is required") }
+            guard batch > 0 else { throw ValidationError("--batch \(batch): expected a positive number of examples") }
+            var request = EvalRequest(modelPath: model.model, dataPaths: data, threads: threads.resolved)
+            request.data = try dataFlags.settings()
+            request.data.maxSeqLen = maxSeqLen
+            request.adapter = adapter
+            request.checkpoint = checkpoint
+            request.examplesPerPass = batch
+            request.json = json
+            try EvalCommand.run(request)
         }
     }
 }

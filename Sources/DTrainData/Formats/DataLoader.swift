@@ -107,6 +107,8 @@ public struct DataReport: Sendable, Equatable {
 /// Examples and the account of how they were made.
 public struct EncodedData: Sendable {
     public var examples: [TokenizedExample]
+    /// Where each example's record is: `locations[i]` for `examples[i]`.
+    public var locations: [RecordLocation]
     public var report: DataReport
 }
 
@@ -125,6 +127,7 @@ public enum DataLoader {
     public static func load(paths: [String], encoder: ExampleEncoder, options: DataOptions,
                             keepText: Bool = true) throws -> EncodedData {
         var examples = [TokenizedExample]()
+        var locations = [RecordLocation]()
         var report = DataReport()
         let limit = LengthLimit(maxSeqLen: options.maxSeqLen, policy: options.lengthPolicy)
         for path in paths {
@@ -162,6 +165,7 @@ public enum DataLoader {
                         break
                     }
                     if !keepText { example.text = "" }
+                    locations.append(location)
                     report.examples += 1
                     report.tokens += example.ids.count
                     report.lossTokens += example.lossTokenCount
@@ -175,6 +179,6 @@ public enum DataLoader {
             summary.format = reader.format
             report.files.append(summary)
         }
-        return EncodedData(examples: examples, report: report)
+        return EncodedData(examples: examples, locations: locations, report: report)
     }
 }

@@ -72,7 +72,7 @@ public enum PreTokenizerKind: Sendable, Equatable, CaseIterable, CustomStringCon
     public var addsBOSByDefault: Bool { self == .llama3 }
 
     /// The Hugging Face `Split` regex of this kind (GPT-2's is ByteLevel's built-in one).
-    static func splitPattern(_ kind: PreTokenizerKind) -> String {
+    public static func splitPattern(_ kind: PreTokenizerKind) -> String {
         switch kind {
         case .gpt2, .smollm:
             return #"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"#

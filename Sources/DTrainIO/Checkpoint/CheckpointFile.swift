@@ -310,8 +310,9 @@ public final class CheckpointReader {
 
     /// Reads weights and AdamW moments into flat buffers laid out as `expected` says, checking
     /// that the checkpoint holds exactly those tensors with those shapes, and every dataset
-    /// against its checksum; then the weights against `param_sha256`.
-    public func load(expected: [ParameterSpec], weights: FloatBuffer, adamM: FloatBuffer, adamV: FloatBuffer) throws {
+    /// against its checksum; then the weights against `param_sha256`. Without `adamM` / `adamV`
+    /// (evaluating, not resuming) only the weights are read.
+    public func load(expected: [ParameterSpec], weights: FloatBuffer, adamM: FloatBuffer?, adamV: FloatBuffer?) throws {
         let mine = Dictionary(uniqueKeysWithValues: specs.map { ($0.name, $0.shape) })
         for s in expected {
             guard let shape = mine[s.name] else {
@@ -326,6 +327,7 @@ public final class CheckpointReader {
         }
         do {
             for (group, buffer) in [("weights", weights), ("adam_m", adamM), ("adam_v", adamV)] {
+                guard let buffer else { continue }
                 for s in expected {
                     let name = "/\(group)/\(s.name)"
                     try file.readFloats(name, into: buffer.pointer(at: s.offset), count: s.count)

@@ -1,0 +1,188 @@
+import DTrainTestSupport
+import DTrainTrainer
+import Foundation
+import Testing
+
+/// `dtrain eval` scores data through the training pipeline, so on a run's validation file it
+/// gives that run's validation loss, for the base weights, an adapter directory and checkpoints.
+@Suite(.serialized) struct EvalTests {
+    /// A prompt/completion run with a validation file (the loss masks leave the prompts out).
+    static func promptCompletionRun(_ name: String, method: String) throws -> (config: String, out: String, validation: String) {
+        let dir = try TestScratch.directory(name)
+        func records(_ range: Range<Int>) -> String {
+            range.map { i in
+                "{\"prompt\": \"Add \(i) and \(i * 3). Answer:\", \"completion\": \" \(i * 4), since \(i) plus \(i * 3) is \(i * 4).\"}"
+            }.joined(separator: "\n")
+        }
+        let train = dir.appendingPathComponent("train.jsonl"), validation = dir.appendingPathComponent("validation.jsonl")
+        try records(0..<24).write(to: train, atomically: true, encoding: .utf8)
+        try records(100..<110).write(to: validation, atomically: true, encoding: .utf8)
+        let config = dir.appendingPathComponent("run.yaml")
+        try """
+        model: \(try Fixtures.smolLM2Path())
+        method: \(method)
+        seed: 3
+        output_dir: \(dir.appendingPathComponent("out").path)
+        threads: 2
+        data:
+          train: \(train.path)
+          validation: \(validation.path)
+          max_seq_len: 48
+          packing: true
+        lora: {r: 4, alpha: 8, dropout: 0.05}
+        optim: {lr: 1.0e-3}
+        batch: {global_examples: 8, micro: 4}
+        train: {max_steps: 3}
+        eval: {every_steps: 0}
+        logging: {tensorboard: false}
+        """.write(to: config, atomically: true, encoding: .utf8)
+        return (config.path, dir.appendingPathComponent("out").path, validation.path)
+    }
+
+    /// The run's validation losses by step, from metrics.jsonl.
+    static func validationLosses(_ out: String) throws -> [Int: Double] {
+        var losses: [Int: Double] = [:]
+        for line in try String(contentsOfFile: out + "/metrics.jsonl", encoding: .utf8).split(separator: "\n") {
+            guard let o = try JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any],
+                  o["kind"] as? String == "val", let step = o["step"] as? Int, let loss = o["val_loss"] as? Double else { continue }
+            losses[step] = loss
+        }
+        return losses
+    }
+
+    static func evalJSON(_ args: [String]) throws -> [String: Any] {
+        let r = try runDTrain(ranks: 1, ["eval", "--json"] + args, timeout: 300)
+        #expect(r.status == 0, "eval \(args): exit \(r.status)\n\(r.err)")
+        return (try? JSONSerialization.jsonObject(with: Data(r.out.utf8)) as? [String: Any]) ?? [:]
+    }
+
+    @Test(arguments: ["lora", "full"])
+    func evalGivesTheRunsValidationLoss(method: String) throws {
+        let run = try Self.promptCompletionRun("eval-\(method)", method: method)
+        let trained = try runDTrain(ranks: 1, ["train", "--config", run.config], timeout: 600)
+        #expect(trained.status == 0, "\(trained.err)")
+        let val = try Self.validationLosses(run.out)
+        let before = try #require(val[0]), after = try #require(val[3])
+        let model = try Fixtures.smolLM2Path()
+        let common = ["--model", model, "--data", run.validation, "--config", run.config]
+
+        let base = try Self.evalJSON(common)
+        let checkpoint = try Self.evalJSON(common + ["--checkpoint", run.out + "/checkpoints/step-00000003.h5"])
+        var results: [(String, [String: Any], Double)] = [("base", base, before), ("checkpoint", checkpoint, after)]
+        if method == "lora" {
+            results.append(("adapter", try Self.evalJSON(common + ["--adapter", run.out + "/final"]), after))
+        }
+        for (what, report, expected) in results {
+            let loss = try #require(report["loss"] as? Double, "\(what): \(report)")
+            print("eval \(method) \(what): loss \(loss), the run's validation \(expected)")
+            #expect(abs(loss - expected) <= 1e-5 * expected, "\(what): eval \(loss), validation \(expected)")
+            // Today's keys, which scripts read.
+            #expect(report["records"] as? Int == 10)
+            #expect(report["perplexity"] as? Double != nil)
+            let perRecord = try #require(report["per_record"] as? [[String: Any]])
+            #expect(perRecord.count == 10)
+            #expect(perRecord.allSatisfy { $0["index"] is Int && $0["tokens"] is Int && $0["loss"] is Double })
+            #expect(perRecord.reduce(0) { $0 + ($1["tokens"] as? Int ?? 0) } == report["tokens"] as? Int)
+        }
+        #expect(abs((base["loss"] as! Double) - (checkpoint["loss"] as! Double)) > 1e-3, "training changed nothing")
+
+        // final/ is self-contained: a full run's is a model directory dtrain loads on its own,
+        // and Hugging Face's loaders read either with the same tokenizer and chat template.
+        if method == "full" {
+            let fromFinal = try Self.evalJSON(["--model", run.out + "/final", "--data", run.validation, "--config", run.config])
+            let loss = try #require(fromFinal["loss"] as? Double)
+            #expect(abs(loss - after) <= 1e-5 * after, "final/ as --model: \(loss), validation \(after)")
+        }
+        try Self.checkWithHuggingFace(run.out + "/final", model: model)
+
+        // The same records gzipped give the same loss.
+        let gz = run.validation + ".gz"
+        let zip = Process()
+        zip.executableURL = URL(fileURLWithPath: "/bin/sh")
+        zip.arguments = ["-c", "gzip -c '\(run.validation)' > '\(gz)'"]
+        try zip.run(); zip.waitUntilExit()
+        let gzReport = try Self.evalJSON(["--model", model, "--data", gz, "--config", run.config])
+        #expect(gzReport["loss"] as? Double == base["loss"] as? Double)
+        removeRun(config: run.config)
+    }
+
+    /// Runs Tests/python/check_hf_directory.py on `directory` in a venv with transformers (no
+    /// torch), with what dtrain's own tokenizer and template make of a few inputs.
+    static func checkWithHuggingFace(_ directory: String, model: String) throws {
+        let python = try huggingFacePython()
+        let dir = try TestScratch.directory("hf-check")
+        let texts = ["Hello, world!", "Version 12345 of 2024-12-02 costs $3.50", "  spaces\tand\nnewlines  ",
+                     "Ünïcödé 日本語 🤖", "<|im_start|>user\nhi<|im_end|>\n", "def f(x):\n    return x**2  # 99"]
+        let input = dir.appendingPathComponent("texts.jsonl")
+        try texts.map { jsonLine(["text": $0]) }.joined(separator: "\n").write(to: input, atomically: true, encoding: .utf8)
+        let tokenized = try runDTrain(ranks: 1, ["tokenize", "--model", model, input.path], timeout: 120)
+        #expect(tokenized.status == 0, "\(tokenized.err)")
+        var cases = [String]()
+        for (text, line) in zip(texts, tokenized.out.split(separator: "\n")) {
+            let ids = (try JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any])?["ids"] as? [Int] ?? []
+            cases.append(jsonLine(["text": text, "ids": ids]))
+        }
+        let messages: [[String: String]] = [["role": "system", "content": "Be brief."], ["role": "user", "content": "Add 2 and 3."],
+                                            ["role": "assistant", "content": "5"]]
+        let chat = dir.appendingPathComponent("chat.jsonl")
+        try jsonLine(["messages": messages]).write(to: chat, atomically: true, encoding: .utf8)
+        let rendered = try runDTrain(ranks: 1, ["data", "render", chat.path, "--model", model], timeout: 120)
+        #expect(rendered.status == 0, "\(rendered.err)")
+        let text = (try JSONSerialization.jsonObject(with: Data(rendered.out.utf8)) as? [String: Any])?["text"] as? String ?? ""
+        cases.append(jsonLine(["messages": messages, "rendered": text]))
+        let casesFile = dir.appendingPathComponent("cases.jsonl")
+        try cases.joined(separator: "\n").write(to: casesFile, atomically: true, encoding: .utf8)
+        let script = Fixtures.packageRoot.appendingPathComponent("Tests/python/check_hf_directory.py").path
+        let r = try run(python, [script, directory, casesFile.path])
+        print("Hugging Face check of \(directory): \(r.out)")
+        #expect(r.status == 0 && r.out.contains("\"ok\": true"), "\(r.out)\n\(r.err)")
+    }
+
+    /// A venv (cached beside the demo model) with Hugging Face's loaders, installed from PyPI.
+    static func huggingFacePython() throws -> String {
+        let venv = FileManager.default.homeDirectoryForCurrentUser.appendingPathComponent(".cache/dtrain/hf-venv").path
+        let python = venv + "/bin/python"
+        let probe = FileManager.default.isExecutableFile(atPath: python)
+            ? try run(python, ["-c", "import transformers, tokenizers, safetensors, numpy"]) : (status: Int32(1), out: "", err: "")
+        if probe.status != 0 {
+            let made = try run("/usr/bin/python3", ["-m", "venv", venv])
+            guard made.status == 0 else { throw FixtureError(message: "python3 -m venv \(venv) failed (apt-get install python3-venv): \(made.err)") }
+            let pip = try run(python, ["-m", "pip", "install", "-q", "transformers==5.24.0", "tokenizers==0.23.3",
+                                       "safetensors==0.8.0", "numpy", "jinja2"])
+            guard pip.status == 0 else { throw FixtureError(message: "pip install into \(venv) failed: \(pip.err)") }
+        }
+        return python
+    }
+
+    static func run(_ executable: String, _ args: [String]) throws -> (status: Int32, out: String, err: String) {
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: executable)
+        p.arguments = args
+        let out = Pipe(), err = Pipe()
+        p.standardOutput = out
+        p.standardError = err
+        try p.run()
+        let o = out.fileHandleForReading.readDataToEndOfFile(), e = err.fileHandleForReading.readDataToEndOfFile()
+        p.waitUntilExit()
+        return (p.terminationStatus, String(decoding: o, as: UTF8.self), String(decoding: e, as: UTF8.self))
+    }
+
+    /// Weights that do not belong: each error names the file and what was expected.
+    @Test func evalRejectsWhatItCannotApply() throws {
+        let dir = try TestScratch.directory("eval-bad")
+        let data = dir.appendingPathComponent("v.jsonl")
+        try "{\"text\": \"hello there\"}".write(to: data, atomically: true, encoding: .utf8)
+        let model = try Fixtures.smolLM2Path()
+        let noAdapter = try runDTrain(ranks: 1, ["eval", "--model", model, "--data", data.path, "--adapter", dir.path], timeout: 120)
+        #expect(noAdapter.status == 1)
+        #expect(noAdapter.err.contains("adapter_config.json"), "\(noAdapter.err)")
+        let notCheckpoint = dir.appendingPathComponent("x.h5")
+        try "not hdf5".write(to: notCheckpoint, atomically: true, encoding: .utf8)
+        let bad = try runDTrain(ranks: 1, ["eval", "--model", model, "--data", data.path, "--checkpoint", notCheckpoint.path], timeout: 120)
+        #expect(bad.status == 1)
+        #expect(bad.err.contains(notCheckpoint.path), "\(bad.err)")
+        let both = try runDTrain(ranks: 1, ["eval", "--model", model, "--data", data.path, "--adapter", dir.path,
+                                            "--checkpoint", notCheckpoint.path], timeout: 120)
+        #expect(both.status == 1 && both.err.contains("one of them"), "\(both.err)")
+    }
+}
