@@ -58,8 +58,12 @@ let package = Package(
         .target(name: "DTrainCore", dependencies: ["CBLAS", "CCPU", "DTrainVectors", "DTrainVectors512"],
                 swiftSettings: fastMath),
 
-        // MARK: Data: tokenizer, formats, chat templates, batching.
-        .target(name: "DTrainData", dependencies: ["DTrainCore", "CZlib"], swiftSettings: fastMath),
+        // MARK: Templates: the Jinja subset Hugging Face chat templates are written in. Text in,
+        // text out: no dependency on the numerical core.
+        .target(name: "DTrainTemplates", swiftSettings: fastMath),
+
+        // MARK: Data: tokenizer, formats, batching (and the chat templates, re-exported).
+        .target(name: "DTrainData", dependencies: ["DTrainCore", "DTrainTemplates", "CZlib"], swiftSettings: fastMath),
 
         // MARK: IO: GGUF, safetensors, HDF5 checkpoints, exports.
         .target(name: "DTrainIO", dependencies: ["DTrainCore", "DTrainData", "CHDF5", "CCrypto"],
@@ -68,17 +72,21 @@ let package = Package(
         // MARK: Distributed: the Communicator protocol, MPI and single-process worlds.
         .target(name: "DTrainDistributed", dependencies: ["CMPI"], swiftSettings: fastMath),
 
-        // MARK: Trainer: commands' implementations (eval, bench, tokenize, train).
+        // MARK: Trainer: the run config, then a run set up, stepped, validated, checkpointed and
+        // logged (Training/, Checkpointing/, Logging/); loss evaluation and the benchmarks.
         .target(name: "DTrainTrainer",
                 dependencies: ["DTrainCore", "DTrainData", "DTrainIO", "DTrainDistributed", "CBLAS",
                                .product(name: "Yams", package: "Yams")],
                 swiftSettings: fastMath),
 
-        // MARK: The executable: parses arguments, hands a config to the trainer.
-        .executableTarget(name: "dtrain",
-                          dependencies: ["DTrainTrainer",
-                                         .product(name: "ArgumentParser", package: "swift-argument-parser")],
-                          swiftSettings: fastMath),
+        // MARK: CLI: every command as a type holding its options (train, inspect, data *, eval,
+        // tokenize, bench); the commands call the library targets.
+        .target(name: "DTrainCLI",
+                dependencies: ["DTrainTrainer", .product(name: "ArgumentParser", package: "swift-argument-parser")],
+                swiftSettings: fastMath),
+
+        // MARK: The executable: runs the CLI's root command.
+        .executableTarget(name: "dtrain", dependencies: ["DTrainCLI"], swiftSettings: fastMath),
 
         // MARK: Tests, one target per module, sharing comparison helpers and fixture paths.
         .target(name: "DTrainTestSupport", path: "Sources/DTrainTestSupport"),

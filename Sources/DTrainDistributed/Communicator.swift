@@ -29,6 +29,12 @@ public protocol Communicator: AnyObject {
     func broadcast(_ values: inout [Double], root: Int)
     /// Copies a string from `root` to every rank (the other ranks' `text` is replaced).
     func broadcast(_ text: inout String, root: Int)
+    /// Sums integers (counts, flags) over all ranks, in place, exactly.
+    func allReduceSum(_ values: inout [Int])
+    /// Largest integer over all ranks, in place.
+    func allReduceMax(_ values: inout [Int])
+    /// Copies integers from `root` to every rank.
+    func broadcast(_ values: inout [Int], root: Int)
     /// Starts summing `count` floats of `send` into `recv` on every rank without blocking.
     /// The buffers must stay untouched until `wait` returns.
     func startAllReduceSum(send: UnsafePointer<Float>, recv: UnsafeMutablePointer<Float>, count: Int) -> ReduceHandle
@@ -42,6 +48,32 @@ public protocol Communicator: AnyObject {
     func abort(code: Int32, message: String) -> Never
 }
 
+extension Communicator {
+    /// Copies 64-bit words (hashes) from `root` to every rank, bit for bit.
+    public func broadcast(_ values: inout [UInt64], root: Int) {
+        var words = values.map { Int(bitPattern: UInt($0)) }
+        broadcast(&words, root: root)
+        values = words.map { UInt64(UInt(bitPattern: $0)) }
+    }
+
+    /// Copies one `Codable` value (a state record) from `root` to every rank, as JSON; doubles
+    /// survive bit for bit (shortest round-trip text, NaN and infinities spelled out).
+    public func broadcast<T: Codable>(_ value: inout T, root: Int) throws {
+        var text = ""
+        if rank == root {
+            let encoder = JSONEncoder()
+            encoder.nonConformingFloatEncodingStrategy = .convertToString(positiveInfinity: "inf", negativeInfinity: "-inf", nan: "nan")
+            text = String(decoding: try encoder.encode(value), as: UTF8.self)
+        }
+        broadcast(&text, root: root)
+        if rank != root {
+            let decoder = JSONDecoder()
+            decoder.nonConformingFloatDecodingStrategy = .convertFromString(positiveInfinity: "inf", negativeInfinity: "-inf", nan: "nan")
+            value = try decoder.decode(T.self, from: Data(text.utf8))
+        }
+    }
+}
+
 /// A world of one: every collective is the identity.
 public final class SingleProcessCommunicator: Communicator {
     public init() {}
@@ -53,6 +85,9 @@ public final class SingleProcessCommunicator: Communicator {
     public func broadcast(_ buffer: UnsafeMutablePointer<Float>, count: Int, root: Int) {}
     public func broadcast(_ values: inout [Double], root: Int) {}
     public func broadcast(_ text: inout String, root: Int) {}
+    public func allReduceSum(_ values: inout [Int]) {}
+    public func allReduceMax(_ values: inout [Int]) {}
+    public func broadcast(_ values: inout [Int], root: Int) {}
     public func startAllReduceSum(send: UnsafePointer<Float>, recv: UnsafeMutablePointer<Float>, count: Int) -> ReduceHandle {
         if UnsafePointer(recv) != send { recv.update(from: send, count: count) }
         return ReduceHandle(request: nil, done: true)

@@ -72,6 +72,27 @@ public final class MPICommunicator: Communicator {
         }
     }
 
+    public func allReduceSum(_ values: inout [Int]) {
+        let n = Int32(values.count)
+        values.withUnsafeMutableBufferPointer { buf in
+            check(MPI_Allreduce(dtrain_mpi_in_place(), buf.baseAddress, n, dtrain_mpi_int64(), dtrain_mpi_sum(), comm), "MPI_Allreduce")
+        }
+    }
+
+    public func allReduceMax(_ values: inout [Int]) {
+        let n = Int32(values.count)
+        values.withUnsafeMutableBufferPointer { buf in
+            check(MPI_Allreduce(dtrain_mpi_in_place(), buf.baseAddress, n, dtrain_mpi_int64(), dtrain_mpi_max(), comm), "MPI_Allreduce")
+        }
+    }
+
+    public func broadcast(_ values: inout [Int], root: Int) {
+        let n = Int32(values.count)
+        values.withUnsafeMutableBufferPointer { buf in
+            check(MPI_Bcast(buf.baseAddress, n, dtrain_mpi_int64(), Int32(root), comm), "MPI_Bcast")
+        }
+    }
+
     public func broadcast(_ text: inout String, root: Int) {
         var bytes = Array(text.utf8)
         var count = [Double(bytes.count)]

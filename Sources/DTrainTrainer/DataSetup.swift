@@ -97,29 +97,3 @@ public func makeDataEncoder(assets: ModelAssets, options: DataOptions) throws ->
 public func makeDataEncoder(modelPath: String, options: DataOptions) throws -> ExampleEncoder {
     try makeDataEncoder(assets: try ModelAssets.load(path: modelPath), options: options)
 }
-
-/// Refuses to write `output` when it is one of `inputs` (the write would truncate the input
-/// before it is read).
-func checkNotAnInput(_ output: String, inputs: [String]) throws {
-    let out = URL(fileURLWithPath: output).resolvingSymlinksInPath().standardizedFileURL.path
-    for input in inputs where URL(fileURLWithPath: input).resolvingSymlinksInPath().standardizedFileURL.path == out {
-        throw DataFileError.cannotWrite(file: output, reason: "it is also an input; HINT: write to another file")
-    }
-}
-
-/// Buffered writes to standard output.
-struct DataStdout {
-    private var buffer = [UInt8]()
-
-    mutating func line(_ s: String) {
-        buffer.append(contentsOf: s.utf8)
-        buffer.append(0x0A)
-        if buffer.count > 1 << 20 { flush() }
-    }
-
-    mutating func flush() {
-        guard !buffer.isEmpty else { return }
-        FileHandle.standardOutput.write(Data(buffer))
-        buffer.removeAll(keepingCapacity: true)
-    }
-}

@@ -111,7 +111,7 @@ import Testing
         #expect { try settings.resolve() } throws: { error in "\(error)".contains("data.length_policy") && "\(error)".contains("run.yaml") }
     }
 
-    /// Every data command takes `--config` with every shipped run config.
+    /// Every data command, and eval, takes `--config` with every shipped run config.
     @Test(arguments: try FileManager.default.subpathsOfDirectory(atPath: Fixtures.packageRoot.appendingPathComponent("cluster-configs").path)
               .filter { $0.hasSuffix(".yaml") }.sorted())
     func dataCommandsTakeEveryShippedConfig(config: String) throws {
@@ -125,6 +125,7 @@ import Testing
             ["data", "render", data, "--model", model],
             ["data", "split", data, "--val", "0.1", "--test", "0.1", "--seed", "3", "--out", dir.appendingPathComponent("split").path],
             ["data", "dedup", data, "--out", dir.appendingPathComponent("dedup.jsonl").path],
+            ["eval", "--model", model, "--data", data, "--batch", "16", "--json"],
         ]
         for command in commands {
             let r = try runDTrain(ranks: 1, command + ["--config", configPath], timeout: 300)

@@ -6,8 +6,8 @@ import Synchronization
 /// A job is one closure run once by every participant: the calling thread is participant 0 and
 /// the team's own threads are 1..<size. Between jobs the team's threads spin (yielding the core
 /// to anything else runnable) for up to `spinSeconds` and only then sleep. On a VM, an idle
-/// virtual CPU is halted and waking it costs the hypervisor's scheduling latency (here, a
-/// product after a 0.1-1 ms pause took up to 5.7 ms longer than back to back): a pool whose
+/// virtual CPU is halted and waking it costs the hypervisor's scheduling latency, which can
+/// exceed the product that follows the pause: a pool whose
 /// threads sleep between the hundreds of products and loops of a training step pays that again
 /// and again, and two pools (BLAS's and ours) that each want the
 /// same cores pay it in turn. One team that does all of a rank's parallel work, awake for the

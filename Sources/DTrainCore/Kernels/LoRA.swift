@@ -46,7 +46,7 @@ public enum LoRA {
     /// db (OC, r) += scale · dout (N, OC)ᵀ · xa (N, r; ld ldxa); dxa (N, r; ld lddxa) = scale · dout · B.
     ///
     /// Both products read all of dout and do only 2·r FLOPs per element of it, so two sgemms are
-    /// bound by its memory traffic (about 70 GFLOP/s on SmolLM2's shapes). When r is a multiple
+    /// bound by its memory traffic, far below the sgemm peak. When r is a multiple
     /// of 8 and `scratch` is given (`backwardScratchCount` floats for `scratchThreads`), they are
     /// one SIMD pass over dout instead: the threads split dout's columns, each owning its rows of
     /// db and summing a partial ∂/∂xa that is added up at the end.

@@ -60,6 +60,8 @@ public final class LoRAAdapters {
     public let grads: FloatBuffer
     /// slots[layer][target.index] = (offset of A, offset of B), nil where no adapter.
     public let slots: [[(a: Int, b: Int)?]]
+    /// Layer l's adapters, which lie together in the buffers.
+    public let layerRanges: [Range<Int>]
 
     /// Allocates adapters for `model`: A Kaiming-uniform (PEFT's init, bound 1/√in) drawn from
     /// `seed`, B zero, so the adapted model starts equal to the base.
@@ -67,6 +69,7 @@ public final class LoRAAdapters {
         self.config = config
         var specs: [ParameterSpec] = []
         var slots: [[(a: Int, b: Int)?]] = []
+        var layerRanges: [Range<Int>] = []
         var offset = 0
         let r = config.rank
         // Within a layer every A comes first, in target order, then every B: adapters that read
@@ -74,6 +77,7 @@ public final class LoRAAdapters {
         // the model multiplies in one sgemm. `specs` keeps PEFT's A-then-B order per target.
         let present = LoRATarget.allCases.filter { config.targets.contains($0) }
         for l in 0..<model.numLayers {
+            let layerStart = offset
             var row = [(a: Int, b: Int)?](repeating: nil, count: LoRATarget.allCases.count)
             var aOffsets: [Int] = []
             for t in present { aOffsets.append(offset); offset += r * t.dims(model).inFeatures }
@@ -87,9 +91,11 @@ public final class LoRAAdapters {
                 row[t.index] = (a.offset, b.offset)
             }
             slots.append(row)
+            layerRanges.append(layerStart..<offset)
         }
         self.specs = specs
         self.slots = slots
+        self.layerRanges = layerRanges
         weights = FloatBuffer(count: offset)
         grads = FloatBuffer(count: offset)
         for (i, spec) in specs.enumerated() where spec.name.hasSuffix("lora_A.weight") {
@@ -99,7 +105,4 @@ public final class LoRAAdapters {
             for j in 0..<spec.count { p[j] = (2 * CounterRandom.uniform(key, j) - 1) * bound }
         }
     }
-
-    /// The spec for a key, or nil.
-    public func spec(named name: String) -> ParameterSpec? { specs.first { $0.name == name } }
 }

@@ -47,7 +47,12 @@ public struct ParameterLayout: Sendable {
     public let finalNorm: Int
     /// LM head (V, C); equals `embedding` when the embeddings are tied.
     public let lmHead: Int
-    private let index: [String: Int]
+
+    /// Layer l's parameters, which lie together from its input norm up to the next layer's (the
+    /// last layer's up to the final norm): what one layer's backward finishes.
+    public var layerRanges: [Range<Int>] {
+        layers.indices.map { l in layers[l].inputNorm..<(l + 1 < layers.count ? layers[l + 1].inputNorm : finalNorm) }
+    }
 
     /// Builds the layout for `config`.
     public init(config: LlamaConfig) {
@@ -85,14 +90,6 @@ public struct ParameterLayout: Sendable {
         lmHead = config.tieWordEmbeddings ? embedding : add("lm_head.weight", [V, C])
         self.specs = specs
         self.count = offset
-        var index: [String: Int] = [:]
-        for (i, s) in specs.enumerated() { index[s.name] = i }
-        self.index = index
-    }
-
-    /// The spec for a Hugging Face key, or nil if the model has no such tensor.
-    public func spec(named name: String) -> ParameterSpec? {
-        index[name].map { specs[$0] }
     }
 
     /// Number of weights that take part in matrix products (every linear and the LM head),

@@ -31,10 +31,17 @@ public enum AssistantSpans {
 
     /// The rendered text of `turns` and, for each assistant message in order, the byte range of
     /// its content and closing text (end-of-turn token) in that text.
-    public static func locate(_ turns: [ChatTurn], template: ChatTemplateContext) throws -> (text: String, spans: [Range<Int>]) {
+    /// `roles` picks the messages located (the assistant's, by default; tool results when they
+    /// are to be left out of a train_on_inputs span).
+    public static func locate(_ turns: [ChatTurn], template: ChatTemplateContext,
+                              roles: Set<String> = ["assistant"]) throws -> (text: String, spans: [Range<Int>]) {
         let text = try template.render(turns, addGenerationPrompt: false)
-        let assistants = turns.indices.filter { turns[$0].role == "assistant" }
-        if assistants.isEmpty { return (text, []) }
+        let chosen = turns.indices.filter { roles.contains(turns[$0].role) }
+        // A message without content (an assistant that only calls tools) has no text to mark:
+        // its span is what its turn adds to the conversation rendered up to it.
+        let prefixSpans = try chosen.filter { turns[$0].contentIsNull }.map { try prefixSpan($0, turns, template, text) }
+        let assistants = chosen.filter { !turns[$0].contentIsNull }
+        if assistants.isEmpty { return (text, prefixSpans) }
         var marked = turns
         for (k, i) in assistants.enumerated() { marked[i].content = marker(k) }
         let s = Array(try template.render(marked, addGenerationPrompt: false).utf8)
@@ -117,7 +124,22 @@ public enum AssistantSpans {
             while closing > 0, isSpace(s[next.lowerBound + closing - 1]) { closing -= 1 }
             spans.append(contents[k].lowerBound..<(contents[k].upperBound + closing))
         }
-        return (text, spans)
+        return (text, (spans + prefixSpans).sorted { $0.lowerBound < $1.lowerBound })
+    }
+
+    /// Message i's span found by prefixes: from the end of the conversation before it rendered
+    /// with the generation prompt, to the end of the conversation through it (less trailing
+    /// whitespace); both renderings must begin the whole text.
+    static func prefixSpan(_ i: Int, _ turns: [ChatTurn], _ template: ChatTemplateContext, _ text: String) throws -> Range<Int> {
+        let f = Array(text.utf8)
+        let before = Array(try template.render(Array(turns[..<i]), addGenerationPrompt: true).utf8)
+        let through = Array(try template.render(Array(turns[...i]), addGenerationPrompt: false).utf8)
+        guard before.count <= through.count, through.count <= f.count, f.starts(with: before), f.starts(with: through) else {
+            throw RecordProblem.assistantNotFound(index: i, reason: "the text up to its turn changes once later messages follow")
+        }
+        var end = through.count
+        while end > before.count, isSpace(f[end - 1]) { end -= 1 }
+        return before.count..<end
     }
 
     /// The other forms a template may print content in: Python's strip, lstrip and rstrip

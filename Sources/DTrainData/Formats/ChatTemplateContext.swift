@@ -2,6 +2,7 @@
 // the model's own template, a `.jinja` file, or a Hugging Face `tokenizer_config.json` (whose
 // `chat_template`, `bos_token` and `eos_token` are then used together).
 
+import DTrainTemplates
 import Foundation
 
 /// A chat template ready to render: the compiled template and the `bos_token` / `eos_token`
@@ -75,7 +76,10 @@ public struct ChatTemplateContext {
 
     /// Renders `turns`; a template error becomes the record's problem.
     public func render(_ turns: [ChatTurn], addGenerationPrompt: Bool) throws -> String {
-        let messages = turns.map { ChatMessage(role: $0.role, content: $0.content) }
+        let messages = turns.map { turn in
+            ChatMessage(role: turn.role, content: turn.contentIsNull ? nil : turn.content,
+                        extra: Dictionary(turn.extra.map { ($0.key, Self.templateValue($0.value)) }) { _, last in last })
+        }
         do {
             return try template.render(messages: messages, addGenerationPrompt: addGenerationPrompt,
                                        bosToken: bosToken, eosToken: eosToken)
@@ -84,6 +88,20 @@ public struct ChatTemplateContext {
             throw RecordProblem.templateFailed(message: "\(error)")
         } catch {
             throw RecordProblem.templateFailed(message: "\(error)")
+        }
+    }
+}
+
+extension ChatTemplateContext {
+    /// A record's JSON as the template sees it (whole numbers as integers, as Python's json does).
+    static func templateValue(_ json: RecordJSON) -> TemplateValue {
+        switch json {
+        case .string(let s): return .string(s)
+        case .number(let d): return d == d.rounded() && abs(d) < 9.0e15 ? .int(Int(d)) : .double(d)
+        case .bool(let b): return .bool(b)
+        case .null: return .null
+        case .array(let items): return .array(items.map(templateValue))
+        case .object(let members): return .object(members.map { TemplateValue.Entry(key: $0.key, value: templateValue($0.value)) })
         }
     }
 }

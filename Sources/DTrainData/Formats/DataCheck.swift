@@ -2,6 +2,7 @@
 // records per format, every bad record, duplicates, token lengths, what the length policy would
 // do, the share of tokens that carry loss, and the first example with its loss mask.
 
+import DTrainTemplates
 import Foundation
 
 /// Settings of a data check.

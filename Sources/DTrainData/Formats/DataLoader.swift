@@ -1,6 +1,7 @@
 // Files in, examples out: read every record, render and tokenize it, apply the length policy,
 // and account for every record that did not become an example.
 
+import DTrainTemplates
 import Foundation
 
 /// The maximum sequence length and what to do beyond it.

@@ -235,14 +235,22 @@ enum RecordDecoder {
                 }
                 let role = roles[rawRole] ?? rawRole
                 guard ChatTurn.roles.contains(role) else { throw RecordProblem.unknownRole(role: rawRole, field: name + ".role") }
-                guard let contentValue = message["content"] else {
+                var turn = ChatTurn(role: role, content: "")
+                turn.extra = message.members.filter { $0.key != "role" && $0.key != "content" }
+                let callsTools = role == "assistant" && turn.extra.contains { $0.key == "tool_calls" && $0.value != .null }
+                switch message["content"] {
+                case .string(let content)?:
+                    if role == "assistant" && !callsTools && isBlank(content) { throw RecordProblem.emptyField(field: name + ".content") }
+                    turn.content = content
+                case nil where callsTools, .null? where callsTools:
+                    turn.contentIsNull = true
+                case nil:
                     throw RecordProblem.missingField(field: name + ".content", format: format)
+                case let other?:
+                    throw RecordProblem.wrongType(field: name + ".content", expected: callsTools ? "a string or null" : "a string",
+                                                  found: other.typeName)
                 }
-                guard case .string(let content) = contentValue else {
-                    throw RecordProblem.wrongType(field: name + ".content", expected: "a string", found: contentValue.typeName)
-                }
-                if role == "assistant" && isBlank(content) { throw RecordProblem.emptyField(field: name + ".content") }
-                turns.append(ChatTurn(role: role, content: content))
+                turns.append(turn)
             }
             return .chat(turns)
         }

@@ -13,6 +13,7 @@
 // front when it adds one (not trained: nothing predicts it) and EOS after (trained: the model
 // learns to stop); a chat template places its own special tokens.
 
+import DTrainTemplates
 import Foundation
 
 /// How records become tokens.
@@ -121,7 +122,9 @@ public final class ExampleEncoder: @unchecked Sendable {
     ///
     /// - Throws: `RecordProblem` (the template rejected the conversation, a chat without an
     ///   assistant message, ...), `NoChatTemplateError`.
-    public func render(_ record: DataRecord, addGenerationPrompt: Bool = false) throws -> RenderedRecord {
+    /// With `allowNoLoss`, a conversation without an assistant message renders with no loss span
+    /// instead of being rejected (for looking at data, not for training on it).
+    public func render(_ record: DataRecord, addGenerationPrompt: Bool = false, allowNoLoss: Bool = false) throws -> RenderedRecord {
         let record = tokenizer.normalizesNFC ? ExampleEncoder.nfc(record) : record
         let plainBOS = (options.addBOS ?? tokenizer.addBOS) && tokenizer.bosTokenID != nil
         let plainEOS = options.appendEOS && tokenizer.eosTokenID != nil && !addGenerationPrompt
@@ -145,10 +148,26 @@ public final class ExampleEncoder: @unchecked Sendable {
                 return RenderedRecord(text: text, lossSpans: [], prependBOS: false, appendEOS: false)
             }
             if options.trainOnInputs {
-                let text = try template.render(turns, addGenerationPrompt: false)
-                return RenderedRecord(text: text, lossSpans: [0..<text.utf8.count], prependBOS: false, appendEOS: false)
+                // Everything but tool results (what a tool returned is not the model's to learn).
+                guard turns.contains(where: { ChatTurn.toolRoles.contains($0.role) }) else {
+                    let text = try template.render(turns, addGenerationPrompt: false)
+                    return RenderedRecord(text: text, lossSpans: [0..<text.utf8.count], prependBOS: false, appendEOS: false)
+                }
+                let tools = try AssistantSpans.locate(turns, template: template, roles: ChatTurn.toolRoles)
+                var spans = [Range<Int>](), at = 0
+                for t in tools.spans {
+                    if t.lowerBound > at { spans.append(at..<t.lowerBound) }
+                    at = max(at, t.upperBound)
+                }
+                if at < tools.text.utf8.count { spans.append(at..<tools.text.utf8.count) }
+                return RenderedRecord(text: tools.text, lossSpans: spans, prependBOS: false, appendEOS: false)
             }
-            guard turns.contains(where: { $0.role == "assistant" }) else { throw RecordProblem.noAssistantMessage }
+            guard turns.contains(where: { $0.role == "assistant" }) else {
+                // Nothing to train on; shown as it is only when asked (dtrain data render).
+                guard allowNoLoss else { throw RecordProblem.noAssistantMessage }
+                let text = try template.render(turns, addGenerationPrompt: false)
+                return RenderedRecord(text: text, lossSpans: [], prependBOS: false, appendEOS: false)
+            }
             let located = try AssistantSpans.locate(turns, template: template)
             return RenderedRecord(text: located.text, lossSpans: located.spans, prependBOS: false, appendEOS: false)
         }

@@ -8,6 +8,7 @@
 // Other keys are ignored. A file's shape is detected from its first record that has one, or set
 // for all files (`ReaderOptions.format`).
 
+import DTrainTemplates
 import Foundation
 
 /// The shape of a training record.
@@ -48,9 +49,15 @@ public enum RecordFormat: String, Sendable, Hashable, CaseIterable, Codable, Cus
 
 /// One message of a chat record, after role mapping and validation.
 public struct ChatTurn: Sendable, Hashable {
-    /// "system", "user" or "assistant".
+    /// One of `roles`.
     public var role: String
     public var content: String
+    /// The record's `content` was null or absent (an assistant message that only calls tools):
+    /// the template sees None, as transformers passes it.
+    public var contentIsNull = false
+    /// The message's other fields, in record order, passed to the template as they are: an
+    /// assistant's `tool_calls`, a tool message's `name` or `tool_call_id`.
+    public var extra: [RecordJSONMember] = []
 
     public init(role: String, content: String) {
         self.role = role
@@ -58,7 +65,10 @@ public struct ChatTurn: Sendable, Hashable {
     }
 
     /// The roles a chat record may use.
-    public static let roles: Set<String> = ["system", "user", "assistant"]
+    public static let roles: Set<String> = ["system", "user", "assistant", "tool", "ipython", "function"]
+    /// Messages that are tool results the model reads (OpenAI's `tool`, Llama 3.1's `ipython`,
+    /// the older `function`): context, never trained on, even with train_on_inputs.
+    public static let toolRoles: Set<String> = ["tool", "ipython", "function"]
 }
 
 /// A decoded, validated training record.
@@ -119,7 +129,10 @@ public enum DataRecord: Sendable, Hashable {
         case .text(let t): add(t)
         case .promptCompletion(let p, let c): add(p); add(c)
         case .chat(let turns):
-            for t in turns { add(t.role); add(t.content) }
+            for t in turns {
+                add(t.role); add(t.contentIsNull ? "\u{0}null" : t.content)
+                for m in t.extra { add(m.key); add(m.value.canonicalText) }
+            }
         case .instruction(let i, let input, let o): add(i); add(input); add(o)
         }
         return out
@@ -221,9 +234,9 @@ public enum RecordProblem: Sendable, Hashable, CustomStringConvertible {
         case .emptyField(let field):
             return "field \"\(field)\" is empty; expected text to train on"
         case .unknownRole(let role, let field):
-            return "\(field) is \"\(role)\"; expected \"system\", \"user\" or \"assistant\" (HINT: map other names with data.roles, e.g. human: user)"
+            return "\(field) is \"\(role)\"; expected one of \(ChatTurn.roles.sorted().map { "\"\($0)\"" }.joined(separator: ", ")) (HINT: map other names with data.roles, e.g. human: user)"
         case .noAssistantMessage:
-            return "conversation has no assistant message, so no token would carry loss; HINT: set train_on_inputs to train on it"
+            return "conversation has no assistant message, so no token would carry loss; HINT: set data.train_on_inputs: true to train on it, or data.on_error: skip to leave such records out"
         case .templateRejected(let message):
             return "the chat template rejected the conversation: \(message)"
         case .templateFailed(let message):

@@ -1,5 +1,5 @@
-// A small JSON parser for one JSONL line, several times faster than JSONSerialization on the
-// records training data holds (objects of strings and arrays of objects), with errors that say
+// A small JSON parser for one JSONL line, made for the records training data holds (objects of
+// strings and arrays of objects: no boxing into NSDictionary as JSONSerialization does), with errors that say
 // where the line goes wrong. Strict RFC 8259: no comments, no trailing commas, no raw control
 // characters inside strings, no NaN. The line must already be valid UTF-8 (`UTF8Check`).
 
@@ -35,6 +35,20 @@ public enum RecordJSON: Sendable, Hashable {
 }
 
 /// One `"key": value` of a JSON object.
+extension RecordJSON {
+    /// Compact JSON with keys in record order: one text per value, for hashing.
+    public var canonicalText: String {
+        switch self {
+        case .string(let s): return "\"" + s.replacingOccurrences(of: "\\", with: "\\\\").replacingOccurrences(of: "\"", with: "\\\"") + "\""
+        case .number(let d): return "\(d)"
+        case .bool(let b): return b ? "true" : "false"
+        case .null: return "null"
+        case .array(let items): return "[" + items.map(\.canonicalText).joined(separator: ",") + "]"
+        case .object(let members): return "{" + members.map { RecordJSON.string($0.key).canonicalText + ":" + $0.value.canonicalText }.joined(separator: ",") + "}"
+        }
+    }
+}
+
 public struct RecordJSONMember: Sendable, Hashable {
     public var key: String
     public var value: RecordJSON

@@ -52,7 +52,7 @@ public struct CheckpointManifest: Equatable, Sendable {
 
 /// Where training stands (the `/state` group's attributes): with the weights and moments, all a
 /// run needs to continue exactly where it stopped.
-public struct TrainingProgress: Equatable, Sendable {
+public struct TrainingProgress: Equatable, Sendable, Codable {
     /// Optimizer steps completed.
     public var step = 0
     /// The epoch the next step belongs to, and the steps of it already taken: the position in

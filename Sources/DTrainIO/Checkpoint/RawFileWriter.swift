@@ -5,8 +5,8 @@ import Foundation
 /// where the file system allows it.
 ///
 /// Buffered writes of a checkpoint's gigabytes cost this kind of VM more than the disk does:
-/// every page-cache page is freshly allocated and then flushed again by fsync (measured here:
-/// 0.4-0.7 GB/s buffered against 2 GB/s direct). O_DIRECT needs block-aligned offsets, lengths and
+/// every page-cache page is freshly allocated and then flushed again by fsync (README,
+/// Checkpoints, has the rates). O_DIRECT needs block-aligned offsets, lengths and
 /// memory, so whole blocks go through an aligned staging buffer and any unaligned head or tail
 /// through an ordinary descriptor.
 final class RawFileWriter {

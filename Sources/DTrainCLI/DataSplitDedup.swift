@@ -1,13 +1,14 @@
 import DTrainData
+import DTrainTrainer
 import Foundation
 
 /// `dtrain data split`: train / val / test files by a seeded hash of each record's content.
-public enum DataSplitCommand {
+extension DataCommand.Split {
     /// Splits the records of `paths` into `outDir`/train.jsonl, val.jsonl and test.jsonl (each
     /// line copied byte for byte) and prints the counts. Returns false when records were invalid
     /// (skipped under `on_error: skip`; otherwise the first one is thrown).
-    public static func run(paths: [String], valFraction: Double, testFraction: Double, seed: UInt64, outDir: String,
-                           settings: DataSettings) throws -> Bool {
+    func split(settings: DataSettings) throws -> Bool {
+        let paths = files, valFraction = val, testFraction = test, outDir = out
         let options = try settings.resolve()
         let splitter = try DataSplitter(valFraction: valFraction, testFraction: testFraction, seed: seed)
         do {
@@ -49,13 +50,12 @@ public enum DataSplitCommand {
 }
 
 /// `dtrain data dedup`: drops exact and near-duplicate records, keeping the first of each group.
-public enum DataDedupCommand {
+extension DataCommand.Dedup {
     /// Writes the records of `paths` that repeat no earlier record to `out` (lines copied byte
     /// for byte) and prints what was removed. Returns false when records were invalid (skipped
     /// under `on_error: skip`; otherwise the first one is thrown).
-    public static func run(paths: [String], out: String, settings: DataSettings,
-                           nearOptions: NearDuplicateOptions = NearDuplicateOptions(), findNear: Bool = true,
-                           shown: Int = 10) throws -> Bool {
+    func dedup(settings: DataSettings, shown: Int = 10) throws -> Bool {
+        let paths = files, nearOptions = NearDuplicateOptions(threshold: threshold), findNear = !exactOnly
         let options = try settings.resolve()
         let dedup = Deduplicator(options: nearOptions, findNear: findNear)
         try checkNotAnInput(out, inputs: paths)
@@ -79,7 +79,7 @@ public enum DataDedupCommand {
                 let location = RecordLocation(file: path, line: line.number)
                 let id = locations.count
                 locations.append(location)
-                firstLines.append(removed.count < shown ? snippet(line.bytes) : "")
+                firstLines.append(removed.count < shown ? Self.snippet(line.bytes) : "")
                 switch dedup.check(id: id, record: record) {
                 case .unique:
                     kept += 1
@@ -87,13 +87,13 @@ public enum DataDedupCommand {
                 case .exact(let of):
                     exact += 1
                     if removed.count < shown {
-                        removed.append("  \(location) (exact) repeats \(locations[of]): \(snippet(line.bytes))")
+                        removed.append("  \(location) (exact) repeats \(locations[of]): \(Self.snippet(line.bytes))")
                     }
                 case .near(let of, let j):
                     near += 1
                     if removed.count < shown {
                         removed.append("  \(location) " + String(format: "(near, Jaccard %.2f)", j)
-                                       + " repeats \(locations[of]): \(snippet(line.bytes))\n      kept: \(firstLines[of])")
+                                       + " repeats \(locations[of]): \(Self.snippet(line.bytes))\n      kept: \(firstLines[of])")
                     }
                 }
             }

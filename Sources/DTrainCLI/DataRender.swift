@@ -1,18 +1,19 @@
 import DTrainData
+import DTrainTrainer
 import Foundation
 
 /// `dtrain data render`: every record as the model will see it, one JSON line each.
-public enum DataRenderCommand {
+extension DataCommand.Render {
     /// Prints `{"text", "ids", "loss_mask"}` per record (`loss_mask` left out with
     /// `addGenerationPrompt`), or `{"error": "file:line: ..."}` for a record that cannot be
     /// rendered. Returns false when any record gave an error (the command then exits non-zero).
-    public static func run(paths: [String], modelPath: String, settings: DataSettings, addGenerationPrompt: Bool) throws -> Bool {
+    func render(settings: DataSettings) throws -> Bool {
         let options = try settings.resolve()
-        let encoder = try makeDataEncoder(modelPath: modelPath, options: options)
+        let encoder = try makeDataEncoder(modelPath: model.model, options: options)
         var out = DataStdout()
-        var errors = 0
+        var errors = 0, noLoss = 0
         defer { out.flush() }
-        for path in paths {
+        for path in files {
             var reader = try DataRecordReader(path: path, options: options.reader)
             try reader.forEachRecord { line, result in
                 let location = RecordLocation(file: path, line: line.number)
@@ -20,7 +21,7 @@ public enum DataRenderCommand {
                     let record = try result.get()
                     let example: TokenizedExample
                     do {
-                        let rendered = try encoder.render(record, addGenerationPrompt: addGenerationPrompt)
+                        let rendered = try encoder.render(record, addGenerationPrompt: addGenerationPrompt, allowNoLoss: true)
                         example = try encoder.tokenize(rendered, format: record.format)
                     } catch let error as NoChatTemplateError {
                         throw DataFileError.noChatTemplate(format: error.format, location: location)
@@ -28,6 +29,13 @@ public enum DataRenderCommand {
                         throw RecordError(location, problem)
                     }
                     out.line(JSONText.renderLine(example, includeMask: !addGenerationPrompt))
+                    if !addGenerationPrompt && example.lossTokenCount == 0 {
+                        noLoss += 1
+                        if noLoss <= 5 {
+                            printError("warning: \(location): no token carries loss (no assistant message); train skips such records "
+                                       + "under data.on_error: skip and stops at them otherwise")
+                        }
+                    }
                 } catch let error as RecordError {
                     errors += 1
                     out.line(JSONText.errorLine(error.description))
@@ -35,6 +43,7 @@ public enum DataRenderCommand {
             }
         }
         out.flush()
+        if noLoss > 5 { printError("warning: \(noLoss) records in all carry no loss") }
         if errors > 0 { printError("render: \(errors) record\(errors == 1 ? "" : "s") gave an error (see the {\"error\": ...} lines)") }
         return errors == 0
     }

@@ -10,6 +10,8 @@ public struct TrainingData {
     public var truncated = 0
     public var dropped = 0
     public var skipped = 0
+    /// Skipped records by `RecordProblem.kind` (`no_assistant_message`: nothing would carry loss).
+    public var skippedByKind: [String: Int] = [:]
 }
 
 /// Reads the run's JSONL files into masked token sequences.
@@ -17,11 +19,12 @@ public enum TrainingDataLoader {
     /// Encodes every record of `paths` with the model's tokenizer and chat template; records
     /// longer than max_seq_len follow data.over_length, invalid ones data.on_error.
     static func encode(paths: [String], encoder: ExampleEncoder, options: DataOptions,
-                       counts: inout (truncated: Int, dropped: Int, skipped: Int)) throws -> [SequenceExample] {
+                       counts: inout (truncated: Int, dropped: Int, skipped: Int), kinds: inout [String: Int]) throws -> [SequenceExample] {
         let data = try DataLoader.load(paths: paths, encoder: encoder, options: options, keepText: false)
         counts.truncated += data.report.truncated
         counts.dropped += data.report.droppedTooLong + data.report.droppedNoLoss
         counts.skipped += data.report.invalidCount
+        kinds.merge(data.report.invalidByKind, uniquingKeysWith: +)
         return data.examples.map { SequenceExample(ids: $0.ids, lossMask: $0.lossMask) }
     }
 
@@ -29,13 +32,14 @@ public enum TrainingDataLoader {
     /// `validation_fraction` of the training examples by a seeded hash of their tokens.
     public static func load(config: RunConfig, model: LoadedModel) throws -> TrainingData {
         var counts = (truncated: 0, dropped: 0, skipped: 0)
+        var kinds: [String: Int] = [:]
         let options = config.data.options
         try options.validate()
         let encoder = try makeDataEncoder(assets: model.assets, options: options)
-        var train = try encode(paths: config.data.train, encoder: encoder, options: options, counts: &counts)
+        var train = try encode(paths: config.data.train, encoder: encoder, options: options, counts: &counts, kinds: &kinds)
         var validation: [SequenceExample] = []
         if let v = config.data.validation {
-            validation = try encode(paths: v, encoder: encoder, options: options, counts: &counts)
+            validation = try encode(paths: v, encoder: encoder, options: options, counts: &counts, kinds: &kinds)
         } else if config.data.validationFraction > 0 {
             let threshold = UInt64(config.data.validationFraction * Double(UInt64.max))
             var kept: [SequenceExample] = []
@@ -44,7 +48,7 @@ public enum TrainingDataLoader {
             }
             train = kept
         }
-        return TrainingData(train: train, validation: validation, truncated: counts.truncated, dropped: counts.dropped, skipped: counts.skipped)
+        return TrainingData(train: train, validation: validation, truncated: counts.truncated, dropped: counts.dropped, skipped: counts.skipped, skippedByKind: kinds)
     }
 
     /// FNV-1a over the ids, mixed with the seed: where an example falls never depends on file order.

@@ -1,28 +1,29 @@
 import DTrainData
+import DTrainTrainer
 import Foundation
 
 /// `dtrain data check`: what training would make of data files, printed as text or one JSON object.
-public enum DataCheckCommand {
-    /// Checks `paths`; returns false when any record is invalid (the command then exits non-zero).
-    public static func run(paths: [String], modelPath: String, settings: DataSettings, json: Bool,
-                           findNearDuplicates: Bool = true, color: Bool? = nil) throws -> Bool {
+extension DataCommand.Check {
+    /// Checks the files with `settings` (the flags resolved against --config); returns false when
+    /// any record is invalid (the command then exits non-zero).
+    func check(settings: DataSettings) throws -> Bool {
         let options = try settings.resolve()
-        let encoder = try makeDataEncoder(modelPath: modelPath, options: options)
+        let encoder = try makeDataEncoder(modelPath: model.model, options: options)
         let start = now()
-        let report = try DataChecker.check(paths: paths, encoder: encoder,
-                                           options: DataCheckOptions(data: options, findNearDuplicates: findNearDuplicates))
+        let report = try DataChecker.check(paths: files, encoder: encoder,
+                                           options: DataCheckOptions(data: options, findNearDuplicates: !noNearDuplicates))
         let seconds = now() - start
-        let useColor = color ?? (isatty(STDOUT_FILENO) != 0 && ProcessInfo.processInfo.environment["NO_COLOR"] == nil)
+        let useColor = isatty(STDOUT_FILENO) != 0 && ProcessInfo.processInfo.environment["NO_COLOR"] == nil
         if json {
-            print(jsonLine(jsonObject(report, seconds: seconds, tokenizer: encoder.tokenizer)))
+            print(jsonLine(Self.jsonObject(report, seconds: seconds, tokenizer: encoder.tokenizer)))
         } else {
-            print(text(report, seconds: seconds, tokenizer: encoder.tokenizer, color: useColor))
+            print(Self.text(report, seconds: seconds, tokenizer: encoder.tokenizer, color: useColor))
         }
         return !report.hasInvalid
     }
 
     /// The human-readable report.
-    public static func text(_ r: DataCheckReport, seconds: Double, tokenizer: BPETokenizer, color: Bool,
+    static func text(_ r: DataCheckReport, seconds: Double, tokenizer: BPETokenizer, color: Bool,
                             invalidShown: Int = 20) -> String {
         var out = [String]()
         let mb = Double(r.bytes) / 1e6
@@ -78,7 +79,7 @@ public enum DataCheckCommand {
     }
 
     /// The report as a JSON-compatible dictionary.
-    public static func jsonObject(_ r: DataCheckReport, seconds: Double, tokenizer: BPETokenizer) -> [String: Any] {
+    static func jsonObject(_ r: DataCheckReport, seconds: Double, tokenizer: BPETokenizer) -> [String: Any] {
         let l = r.lengthSummary
         var object: [String: Any] = [
             "files": r.data.files.map { f -> [String: Any] in

@@ -79,8 +79,7 @@ struct DataCommand: ParsableCommand {
                     settings.lengthPolicy = p
                 }
                 settings.onError = .skip
-                ok = try DataCheckCommand.run(paths: files, modelPath: model.model, settings: settings, json: json,
-                                                  findNearDuplicates: !noNearDuplicates)
+                ok = try check(settings: settings)
             }
             if !ok { throw ExitCode(1) }
         }
@@ -99,8 +98,7 @@ struct DataCommand: ParsableCommand {
         func run() throws {
             var ok = true
             try runReportingErrors {
-                ok = try DataSplitCommand.run(paths: files, valFraction: val, testFraction: test, seed: seed,
-                                                  outDir: out, settings: try data.settings())
+                ok = try split(settings: try data.settings())
             }
             if !ok { throw ExitCode(1) }
         }
@@ -119,8 +117,7 @@ struct DataCommand: ParsableCommand {
             var ok = true
             try runReportingErrors {
                 guard threshold > 0 && threshold <= 1 else { throw ValidationError("--threshold must be in (0, 1]") }
-                ok = try DataDedupCommand.run(paths: files, out: out, settings: try data.settings(),
-                                                  nearOptions: NearDuplicateOptions(threshold: threshold), findNear: !exactOnly)
+                ok = try dedup(settings: try data.settings())
             }
             if !ok { throw ExitCode(1) }
         }
@@ -138,10 +135,35 @@ struct DataCommand: ParsableCommand {
         func run() throws {
             var ok = true
             try runReportingErrors {
-                ok = try DataRenderCommand.run(paths: files, modelPath: model.model, settings: try data.settings(),
-                                                   addGenerationPrompt: addGenerationPrompt)
+                ok = try render(settings: try data.settings())
             }
             if !ok { throw ExitCode(1) }
         }
+    }
+}
+
+/// Refuses to write `output` when it is one of `inputs` (the write would truncate the input
+/// before it is read).
+func checkNotAnInput(_ output: String, inputs: [String]) throws {
+    let out = URL(fileURLWithPath: output).resolvingSymlinksInPath().standardizedFileURL.path
+    for input in inputs where URL(fileURLWithPath: input).resolvingSymlinksInPath().standardizedFileURL.path == out {
+        throw DataFileError.cannotWrite(file: output, reason: "it is also an input; HINT: write to another file")
+    }
+}
+
+/// Buffered writes to standard output.
+struct DataStdout {
+    private var buffer = [UInt8]()
+
+    mutating func line(_ s: String) {
+        buffer.append(contentsOf: s.utf8)
+        buffer.append(0x0A)
+        if buffer.count > 1 << 20 { flush() }
+    }
+
+    mutating func flush() {
+        guard !buffer.isEmpty else { return }
+        FileHandle.standardOutput.write(Data(buffer))
+        buffer.removeAll(keepingCapacity: true)
     }
 }

@@ -101,26 +101,6 @@ public final class GradientReducer {
 
     /// The span of each layer's trainable gradients for a model's method.
     public static func layerRanges(model: LlamaModel) -> [Range<Int>] {
-        let L = model.config.numLayers
-        if let lora = model.lora {
-            var starts = [Int](repeating: -1, count: L), ends = [Int](repeating: -1, count: L)
-            for spec in lora.specs {
-                guard let l = layerIndex(spec.name) else { continue }
-                starts[l] = starts[l] < 0 ? spec.offset : min(starts[l], spec.offset)
-                ends[l] = max(ends[l], spec.offset + spec.count)
-            }
-            return (0..<L).map { starts[$0] < 0 ? 0..<0 : starts[$0]..<ends[$0] }
-        }
-        let layout = model.layout
-        return (0..<L).map { l in
-            let lo = layout.layers[l].inputNorm
-            let hi = l + 1 < L ? layout.layers[l + 1].inputNorm : layout.finalNorm
-            return lo..<hi
-        }
-    }
-
-    static func layerIndex(_ name: String) -> Int? {
-        guard name.hasPrefix("model.layers.") else { return nil }
-        return Int(name.dropFirst("model.layers.".count).prefix { $0.isNumber })
+        model.lora?.layerRanges ?? model.layout.layerRanges
     }
 }

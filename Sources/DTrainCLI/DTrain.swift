@@ -1,0 +1,36 @@
+// dtrain's command line: every command is a type here, holding its options; the commands call
+// the library targets with them (training: DTrainTrainer; data: DTrainData; IO: DTrainIO).
+import ArgumentParser
+import DTrainCore
+import DTrainTrainer
+import Foundation
+
+/// Options every command that loads a model shares.
+struct ModelOptions: ParsableArguments {
+    @Option(help: "A .gguf file or a Hugging Face model directory (config.json + model.safetensors).")
+    var model: String
+}
+
+/// Compute threads; defaults to every core this process may use.
+struct ThreadOptions: ParsableArguments {
+    @Option(help: "BLAS and element-wise threads (default: all available cores).")
+    var threads: Int?
+    var resolved: Int { threads ?? ComputeThreads.available }
+}
+
+/// Turns a thrown error into one clear line on stderr and exit status 1.
+func runReportingErrors(_ body: () throws -> Void) throws {
+    do { try body() } catch let error as CustomStringConvertible {
+        printError("error: \(error.description)")
+        throw ExitCode(1)
+    }
+}
+
+/// The root command: `dtrain <subcommand>`.
+public struct DTrain: ParsableCommand {
+    public static let configuration = CommandConfiguration(
+        commandName: "dtrain",
+        abstract: "Fine-tune Llama-family language models on CPU clusters.",
+        subcommands: [Train.self, Inspect.self, DataCommand.self, Tokenize.self, Eval.self, Bench.self])
+    public init() {}
+}

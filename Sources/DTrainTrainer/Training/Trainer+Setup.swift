@@ -1,0 +1,170 @@
+import DTrainCore
+import DTrainData
+import DTrainDistributed
+import DTrainIO
+import Foundation
+
+/// A run as every rank holds it once set up: the model and its trainable view, the data and
+/// its step plan, the optimizer, the gradient reducer, the checkpoints, and where training
+/// stands (`progress`, restored from a checkpoint when resuming).
+final class TrainingRun {
+    let loaded: LoadedModel
+    let data: TrainingData
+    let model: LlamaModel
+    let trainable: (weights: FloatBuffer, grads: FloatBuffer, specs: [ParameterSpec])
+    let plan: StepPlan
+    let totalSteps: Int
+    let builder: BatchBuilder
+    /// Overlaps the gradient all-reduce with backward (more than one rank).
+    let reducer: GradientReducer?
+    let optimizer: AdamWState
+    let checkpoints: CheckpointState
+    let outputDirectory: URL
+    /// Whether `progress` came from a checkpoint.
+    let resumed: Bool
+    var progress: TrainingProgress
+    var summary: TrainSummary
+    /// One micro-batch's arrays, refilled in place for every micro-batch of the run.
+    var microBatch = TokenBatch.empty
+
+    // This session's clock (a resumed run continues the elapsed time of the sessions before).
+    let elapsedBefore: Double
+    private(set) var sessionStart = now()
+    var timedSeconds = 0.0, timedTokens = 0.0, sessionSteps = 0
+
+    init(loaded: LoadedModel, data: TrainingData, model: LlamaModel, plan: StepPlan, totalSteps: Int, builder: BatchBuilder,
+         reducer: GradientReducer?, optimizer: AdamWState, checkpoints: CheckpointState, outputDirectory: URL,
+         resumed: Bool, progress: TrainingProgress, summary: TrainSummary) {
+        self.loaded = loaded; self.data = data; self.model = model; trainable = model.trainable!
+        self.plan = plan; self.totalSteps = totalSteps; self.builder = builder; self.reducer = reducer
+        self.optimizer = optimizer; self.checkpoints = checkpoints; self.outputDirectory = outputDirectory
+        self.resumed = resumed; self.progress = progress; self.summary = summary
+        elapsedBefore = progress.elapsedSeconds
+    }
+
+    /// Starts this session's clock (after the validation before training).
+    func startSession() { sessionStart = now() }
+
+    /// The state after `progress.step` steps, as a checkpoint records it.
+    func boundaryProgress() -> TrainingProgress {
+        var p = progress
+        p.optimizerStep = optimizer.step
+        p.tokensSeen = summary.tokens
+        p.totalSteps = totalSteps
+        p.elapsedSeconds = elapsedBefore + now() - sessionStart
+        return p
+    }
+}
+
+extension Trainer {
+    /// Prints the run line and the effective config, loads the model and the data on every
+    /// rank (each checks it holds what rank 0 holds), builds the step plan, the optimizer and
+    /// the reducer, and resumes from a checkpoint when asked.
+    func setUp() throws -> TrainingRun {
+        let cfg = config
+        let threads = Self.threadsPerRank(cfg)
+        ComputeThreads.configure(threads)
+        let outDir = URL(fileURLWithPath: cfg.outputDir)
+        if isRoot {
+            print("dtrain: \(comm.worldSize) rank(s) x \(threads) thread(s); \(MachineKernels.summary); effective config:")
+            if let warning = MachineKernels.warning { printError("warning: \(warning)") }
+            print(cfg.yaml())
+            try FileManager.default.createDirectory(at: outDir, withIntermediateDirectories: true)
+            try AtomicFile.write(Data(cfg.yaml().utf8), to: outDir.appendingPathComponent("config.yaml").path)
+        }
+
+        // Model and data: every rank loads both (deterministically), then checks it holds what rank 0 holds.
+        let t0 = now()
+        let (loaded, data) = try agreeOnSetup {
+            let loaded = try ModelLoader.load(path: cfg.model)
+            let data = try TrainingDataLoader.load(config: cfg, model: loaded)
+            guard !data.train.isEmpty else {
+                throw ConfigError.invalid(key: "data.train", message: "no training examples remain (after the validation split and length policy)")
+            }
+            return (loaded, data)
+        }
+        let model = LlamaModel(config: loaded.config, params: loaded.params)
+        model.enableTraining(cfg.method == .full ? .full : .lora(cfg.lora.coreConfig), seed: cfg.seed)
+        model.prepare(batchSize: cfg.batch.micro, seqLen: cfg.data.maxSeqLen, recompute: cfg.recompute)
+        let trainable = model.trainable!
+        let baseHash = Self.hash(model.params)
+        try agreeOnWeights(model, baseHash: baseHash)
+        say(String(format: "loaded %@ (%d layers, %.1fM parameters, %.1fM trainable) and %d train / %d validation examples in %.1f s",
+                   cfg.model, loaded.config.numLayers, Double(model.layout.count) / 1e6, Double(trainable.weights.count) / 1e6,
+                   data.train.count, data.validation.count, now() - t0))
+        if data.truncated + data.dropped + data.skipped > 0 {
+            let kinds = data.skippedByKind.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value)" }.joined(separator: ", ")
+            say("data: \(data.truncated) truncated to \(cfg.data.maxSeqLen) tokens, \(data.dropped) dropped as too long, \(data.skipped) invalid records skipped"
+                + (kinds.isEmpty ? "" : " (\(kinds))"))
+        }
+
+        let plan = StepPlan(lengths: data.train.map(\.ids.count), seed: cfg.seed, globalExamples: cfg.batch.globalExamples,
+                            globalTokens: cfg.batch.globalTokens, worldSize: comm.worldSize, micro: cfg.batch.micro)
+        let stepsPerEpoch = plan.stepsPerEpoch()
+        let totalSteps = min(cfg.train.maxSteps ?? Int.max, cfg.train.epochs * stepsPerEpoch)
+        let reducer = comm.worldSize > 1
+            ? GradientReducer(comm: comm, grads: trainable.grads, layerRanges: GradientReducer.layerRanges(model: model)) : nil
+        let optimizer = AdamWState(count: trainable.weights.count)
+
+        // Where training stands; restored from a checkpoint when resuming.
+        var progress = TrainingProgress()
+        progress.seed = cfg.seed
+        progress.dataFingerprint = Self.fingerprint(data.train)
+        progress.initialValLoss = .nan
+        let checkpoints = CheckpointState(config: cfg, comm: comm, threads: threads, model: model, optimizer: optimizer,
+                                          modelHash: baseHash) { [log] in log.say($0) }
+        let resumed = try resume.map { try restore(from: $0, into: &progress, model: model, optimizer: optimizer, checkpoints: checkpoints) } ?? false
+        say("training: \(totalSteps) steps (\(stepsPerEpoch) per epoch), \(cfg.batch.globalExamples.map { "\($0) examples" } ?? "\(cfg.batch.globalTokens!) tokens") per step, micro-batch \(cfg.batch.micro) per rank")
+        try log.open(directory: outDir, tensorboard: cfg.logging.tensorboard, resumedStep: resumed ? progress.step : nil)
+
+        var summary = TrainSummary(totalSteps: totalSteps, outputDir: cfg.outputDir)
+        summary.tokens = progress.tokensSeen
+        if progress.initialValLoss.isFinite { summary.initialValLoss = progress.initialValLoss }
+        if progress.bestStep >= 0 { summary.bestValLoss = progress.bestMetric; summary.bestStep = progress.bestStep }
+        return TrainingRun(loaded: loaded, data: data, model: model, plan: plan, totalSteps: totalSteps,
+                           builder: BatchBuilder(maxSeqLen: cfg.data.maxSeqLen, packing: cfg.data.packing), reducer: reducer,
+                           optimizer: optimizer, checkpoints: checkpoints, outputDirectory: outDir, resumed: resumed,
+                           progress: progress, summary: summary)
+    }
+
+    /// Every rank must start from the same weights: compare each rank's hash with rank 0's.
+    func agreeOnWeights(_ model: LlamaModel, baseHash: UInt64) throws {
+        var mine = baseHash
+        if let lora = model.lora { mine ^= CounterRandom.mix(Self.hash(lora.weights)) }
+        let lanes = Vectors.kernels.lanes
+        var rootHash = [mine], rootLanes = [lanes]
+        comm.broadcast(&rootHash, root: 0)
+        comm.broadcast(&rootLanes, root: 0)
+        // The vector width decides the order of some sums (the gradient norm that clipping
+        // uses among them): ranks at different widths would drift apart by rounding.
+        var mismatch = [rootHash[0] == mine ? 0 : comm.rank + 1, rootLanes[0] == lanes ? 0 : comm.rank + 1]
+        comm.allReduceMax(&mismatch)
+        if mismatch[1] > 0 {
+            throw SetupFailure(message: "rank \(mismatch[1] - 1) runs its vector kernels at another width than rank 0 "
+                + "(\(rootLanes[0]) float32 lanes there); set DTRAIN_VECTOR_BITS=256 for every rank of a job whose nodes' CPUs differ")
+        }
+        if mismatch[0] > 0 {
+            throw SetupFailure(message: "\(ConfigError.invalid(key: "model", message: "rank \(mismatch[0] - 1) loaded different weights than rank 0 from \(config.model); every node must see the same file"))")
+        }
+    }
+
+    /// Runs `body`, this rank's share of setting up (no collectives inside), and then has every
+    /// rank agree on the outcome: when `body` failed on any rank, every rank throws the same
+    /// `SetupFailure`, with the message of the lowest failing rank, instead of the ranks that
+    /// succeeded waiting in their next collective for the ones that did not.
+    func agreeOnSetup<T>(_ body: () throws -> T) throws -> T {
+        var result: Result<T, Error>
+        do { result = .success(try body()) } catch { result = .failure(error) }
+        // The lowest failing rank r contributes worldSize - r, the largest value of any failing rank.
+        var flag = [0]
+        if case .failure = result { flag[0] = comm.worldSize - comm.rank }
+        comm.allReduceMax(&flag)
+        guard flag[0] > 0 else { return try result.get() }
+        let first = comm.worldSize - flag[0]
+        var message = ""
+        if case .failure(let error) = result, comm.rank == first { message = "\(error)" }
+        comm.broadcast(&message, root: first)
+        throw SetupFailure(message: first == 0 ? message : "rank \(first): \(message)")
+    }
+
+}
