@@ -49,9 +49,9 @@ public struct ModelAssets {
     public let huggingFaceID: String?
     public let padTokenID: Int32?
     public let unknownTokenID: Int32?
-    private let gguf: GGUFFile?
-    /// The GGUF file's metadata (nil for a Hugging Face directory).
-    public var ggufMetadata: [String: GGUFValue]? { gguf?.metadata }
+    /// The GGUF file's metadata (nil for a Hugging Face directory). The file itself is not kept
+    /// open: its mapped pages, touched while the weights are read, would stay in the RSS.
+    public let ggufMetadata: [String: GGUFValue]?
 
     /// Reads every asset but the weights.
     ///
@@ -86,7 +86,7 @@ public struct ModelAssets {
                            eosToken: tokenizer.eosTokenID.map(tokenizer.tokenString),
                            stopTokenIDs: withEndOfTurn(stops, tokenizer), generation: generation,
                            huggingFaceID: hubID, padTokenID: tokenID(meta["tokenizer.ggml.padding_token_id"]?.int, tokenizer),
-                           unknownTokenID: tokenID(meta["tokenizer.ggml.unknown_token_id"]?.int, tokenizer), gguf: file)
+                           unknownTokenID: tokenID(meta["tokenizer.ggml.unknown_token_id"]?.int, tokenizer), ggufMetadata: meta)
     }
 
     private static func huggingFace(directory path: String) throws -> ModelAssets {
@@ -133,7 +133,7 @@ public struct ModelAssets {
         return ModelAssets(path: path, kind: .huggingFace, config: config, tokenizer: tokenizer, chatTemplateSource: source,
                            bosToken: bos, eosToken: eos, stopTokenIDs: withEndOfTurn(stops, tokenizer),
                            generation: generation, huggingFaceID: named.flatMap(hubRepository), padTokenID: pad,
-                           unknownTokenID: unknown, gguf: nil)
+                           unknownTokenID: unknown, ggufMetadata: nil)
     }
 
     /// The configuration, for commands that run the model.
@@ -150,8 +150,8 @@ public struct ModelAssets {
         let config = try requireConfig()
         let layout = ParameterLayout(config: config)
         let params = FloatBuffer(count: layout.count)
-        if let gguf {
-            try GGUFLlamaLoader.loadWeights(from: gguf, config: config, layout: layout, into: params)
+        if kind == .gguf {
+            try GGUFLlamaLoader.loadWeights(from: try GGUFFile(path: path), config: config, layout: layout, into: params)
         } else {
             try HFModelLoader.loadWeights(directory: URL(fileURLWithPath: path), layout: layout, into: params)
         }

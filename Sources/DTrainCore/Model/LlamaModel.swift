@@ -57,8 +57,8 @@ public final class LlamaModel {
 
     /// Rows of LM-head logits built at a time. Each chunk streams the (V, C) head weight through
     /// its sgemms (and, in full fine-tuning, the (V, C) head gradient), so larger chunks read
-    /// them fewer times: 256 rows (a 48 MB logits scratch for a 49k vocabulary) ran the SmolLM2
-    /// head 9-13% faster than 128, and 512 no faster than 256. The scratch shares its memory
+    /// them fewer times, until the chunk's logits (256 rows: 48 MB for a 49k vocabulary) leave
+    /// the caches anyway; 256 was the fastest of 128, 256 and 512 for SmolLM2. The scratch shares its memory
     /// with the layers' (see `offsets`), which is what lets full fine-tuning afford 256 too.
     public static let headChunkRows = 256
 
@@ -106,12 +106,43 @@ public final class LlamaModel {
 
     // MARK: - Activation memory
 
-    /// Offsets of every activation and scratch tensor inside `acts`.
+    /// The activation table: the offset of every activation and scratch tensor inside `acts`,
+    /// read by forward and backward alike. N = B·T tokens, C hidden, F intermediate, L layers,
+    /// S = L stored layers (1 with recompute), r the LoRA rank, NH heads, V the vocabulary.
     struct ActivationOffsets {
-        var resid = 0, rstd1 = 0, rstd2 = 0, q = 0, k = 0, v = 0, attnOut = 0, lse = 0, resid2 = 0
-        var gate = 0, up = 0, loraXA = 0, lnf = 0, rstdF = 0
-        var ln = 0, h = 0, dResid = 0, dln = 0, dq = 0, dk = 0, dv = 0, dAttn = 0, dh = 0, dgate = 0, dup = 0
-        var attnScratch = 0, attnKept = 0, attnKeptCount = 0, headScratch = 0, headRows = 1, loraDXA = 0, loraPartial = 0, dropIn = 0, dropGrad = 0
+        // Kept from forward for backward, per layer.
+        var resid = 0      // (L+1, N, C) residual stream: each layer's input, then the final one
+        var rstd1 = 0      // (L, N) 1/rms of the attention norm's input
+        var rstd2 = 0      // (L, N) 1/rms of the MLP norm's input
+        var q = 0          // (S, N, NH·HD) queries after RoPE
+        var k = 0          // (S, N, KVH·HD) keys after RoPE
+        var v = 0          // (S, N, KVH·HD) values
+        var attnOut = 0    // (S, N, NH·HD) attention output, before o_proj
+        var lse = 0        // (S, B, NH, T) log-sum-exp of each attention row
+        var resid2 = 0     // (S, N, C) residual after attention
+        var gate = 0       // (S, N, F) gate_proj output
+        var up = 0         // (S, N, F) up_proj output
+        var loraXA = 0     // (S, 7, N, r) each adapter's A·x (a group's blocks side by side)
+        var attnKept = 0   // (S, attnKeptCount) attention probabilities kept (LoRA, recompute)
+        var attnKeptCount = 0
+        var lnf = 0        // (N, C) final-normed states, the LM head's input
+        var rstdF = 0      // (N) 1/rms of the final norm's input
+        var dln = 0        // (N, C) ∂L/∂(a normed input); first the LM head's output
+        // One layer's scratch, reused by every layer (and shared with the head's scratch).
+        var ln = 0         // (N, C) the current norm's output
+        var h = 0          // (N, F) SwiGLU output, rebuilt in backward
+        var dResid = 0     // (N, C) running ∂L/∂(residual stream)
+        var dq = 0, dk = 0, dv = 0  // (N, NH·HD), (N, KVH·HD) ×2 ∂L/∂q, k, v
+        var dAttn = 0      // (N, NH·HD) ∂L/∂(attention output)
+        var dh = 0         // (N, F) ∂L/∂h
+        var dgate = 0, dup = 0      // (N, F) each ∂L/∂gate, ∂L/∂up
+        var attnScratch = 0         // per-thread attention workspace (Attention.scratchCount)
+        var loraDXA = 0    // (N, 3r) one adapter group's ∂L/∂(A·x)
+        var loraPartial = 0         // LoRA.backwardB's per-thread partial sums
+        var dropIn = 0     // (N, max(C, F, NH·HD)) an adapter's dropped-out input
+        var dropGrad = 0   // (N, max(C, F, NH·HD)) ∂L/∂(dropped-out input)
+        var headScratch = 0         // (headRows, V) logits chunk and the head's workspace
+        var headRows = 1
         /// `Parallel.threads` when these were sized: attention's workers and LoRA's partial sums
         /// each have one scratch per thread, so the kernels split their work this many ways.
         var threads = 1
