@@ -42,19 +42,28 @@ public final class MPICommunicator: Communicator {
         }
     }
 
-    public func allReduceSum(_ values: inout [Double]) {
+    /// An in-place all-reduce of a small array (counts, flags, losses) of MPI type `type`.
+    private func allReduce<T>(_ values: inout [T], _ type: MPI_Datatype?, _ op: MPI_Op?) {
         let n = Int32(values.count)
         values.withUnsafeMutableBufferPointer { buf in
-            check(MPI_Allreduce(dtrain_mpi_in_place(), buf.baseAddress, n, dtrain_mpi_double(), dtrain_mpi_sum(), comm), "MPI_Allreduce")
+            check(MPI_Allreduce(dtrain_mpi_in_place(), buf.baseAddress, n, type, op, comm), "MPI_Allreduce")
         }
     }
 
-    public func allReduceMax(_ values: inout [Double]) {
+    /// A broadcast of a small array of MPI type `type` from `root`.
+    private func broadcast<T>(_ values: inout [T], _ type: MPI_Datatype?, root: Int) {
         let n = Int32(values.count)
         values.withUnsafeMutableBufferPointer { buf in
-            check(MPI_Allreduce(dtrain_mpi_in_place(), buf.baseAddress, n, dtrain_mpi_double(), dtrain_mpi_max(), comm), "MPI_Allreduce")
+            check(MPI_Bcast(buf.baseAddress, n, type, Int32(root), comm), "MPI_Bcast")
         }
     }
+
+    public func allReduceSum(_ values: inout [Double]) { allReduce(&values, dtrain_mpi_double(), dtrain_mpi_sum()) }
+    public func allReduceMax(_ values: inout [Double]) { allReduce(&values, dtrain_mpi_double(), dtrain_mpi_max()) }
+    public func broadcast(_ values: inout [Double], root: Int) { broadcast(&values, dtrain_mpi_double(), root: root) }
+    public func allReduceSum(_ values: inout [Int]) { allReduce(&values, dtrain_mpi_int64(), dtrain_mpi_sum()) }
+    public func allReduceMax(_ values: inout [Int]) { allReduce(&values, dtrain_mpi_int64(), dtrain_mpi_max()) }
+    public func broadcast(_ values: inout [Int], root: Int) { broadcast(&values, dtrain_mpi_int64(), root: root) }
 
     public func broadcast(_ buffer: UnsafeMutablePointer<Float>, count: Int, root: Int) {
         var offset = 0
@@ -62,34 +71,6 @@ public final class MPICommunicator: Communicator {
             let n = min(count - offset, Int(Int32.max))
             check(MPI_Bcast(buffer + offset, Int32(n), dtrain_mpi_float(), Int32(root), comm), "MPI_Bcast")
             offset += n
-        }
-    }
-
-    public func broadcast(_ values: inout [Double], root: Int) {
-        let n = Int32(values.count)
-        values.withUnsafeMutableBufferPointer { buf in
-            check(MPI_Bcast(buf.baseAddress, n, dtrain_mpi_double(), Int32(root), comm), "MPI_Bcast")
-        }
-    }
-
-    public func allReduceSum(_ values: inout [Int]) {
-        let n = Int32(values.count)
-        values.withUnsafeMutableBufferPointer { buf in
-            check(MPI_Allreduce(dtrain_mpi_in_place(), buf.baseAddress, n, dtrain_mpi_int64(), dtrain_mpi_sum(), comm), "MPI_Allreduce")
-        }
-    }
-
-    public func allReduceMax(_ values: inout [Int]) {
-        let n = Int32(values.count)
-        values.withUnsafeMutableBufferPointer { buf in
-            check(MPI_Allreduce(dtrain_mpi_in_place(), buf.baseAddress, n, dtrain_mpi_int64(), dtrain_mpi_max(), comm), "MPI_Allreduce")
-        }
-    }
-
-    public func broadcast(_ values: inout [Int], root: Int) {
-        let n = Int32(values.count)
-        values.withUnsafeMutableBufferPointer { buf in
-            check(MPI_Bcast(buf.baseAddress, n, dtrain_mpi_int64(), Int32(root), comm), "MPI_Bcast")
         }
     }
 

@@ -28,7 +28,7 @@ final class CheckpointState {
     init(config: RunConfig, comm: Communicator, threads: Int, model: LlamaModel, optimizer: AdamWState, modelHash: UInt64,
          say: @escaping (String) -> Void) {
         directory = CheckpointDirectory(outputDir: config.outputDir)
-        self.modelHash = String(format: "fnv1a64:%016llx", modelHash)
+        self.modelHash = Self.modelIdentity(modelHash)
         self.config = config
         self.comm = comm
         self.threads = threads
@@ -36,6 +36,9 @@ final class CheckpointState {
         self.optimizer = optimizer
         self.say = say
     }
+
+    /// How a manifest names the base weights a run trained from (`Trainer.hash` of them).
+    static func modelIdentity(_ hash: UInt64) -> String { String(format: "fnv1a64:%016llx", hash) }
 
     /// Whether `checkpoint.every_minutes` has passed since the last checkpoint (or the start).
     func dueByTime() -> Bool {

@@ -90,7 +90,7 @@ public enum LossEvaluation {
         } catch {
             throw CheckpointError(path: path, message: "its stored run config cannot be read: \(error)")
         }
-        let hash = String(format: "fnv1a64:%016llx", baseHash)
+        let hash = CheckpointState.modelIdentity(baseHash)
         guard reader.manifest.modelHash == hash else {
             throw CheckpointError(path: path, message: "it was trained from another base model (\(reader.manifest.model), "
                                   + "\(reader.manifest.modelHash)); --model \(modelPath) is \(hash). HINT: pass the run's model")
