@@ -339,23 +339,23 @@ public enum VectorKernels {
     }
 
     /// Which of `FloatLanes.scalarCount` elements, from column c0 of a row with dropout key k, are
-    /// dropped: element c is dropped when the top 24 bits of SplitMix64(k ^ c·0xD1B54A32D192ED03)
-    /// are below `threshold` (= ⌈p·2²⁴⌉), the same draw as `CounterRandom.uniform(k, c) < p`.
+    /// dropped: element c is dropped when the top 24 bits of lowbias32(fold(k) ^ c·0x9E3779B9)
+    /// are below `threshold` (= ⌈p·2²⁴⌉), the same draw as `CounterRandom.dropoutBits(k, c)`.
+    /// 32-bit products: a vector does twice as many lanes as with 64-bit ones, and AVX2 has no
+    /// 64-bit product at all.
     @inline(__always)
     static func dropped(_ k: UInt64, _ c0: Int, _ threshold: UInt32) -> SIMDMask<FloatLanes.MaskStorage> {
-        @inline(__always) func top24(_ c: SIMD8<UInt64>) -> SIMD8<UInt32> {
-            var z = (SIMD8<UInt64>(repeating: k) ^ (c &* 0xD1B5_4A32_D192_ED03)) &+ 0x9E37_79B9_7F4A_7C15
-            z = (z ^ (z &>> 30)) &* 0xBF58_476D_1CE4_E5B9
-            z = (z ^ (z &>> 27)) &* 0x94D0_49BB_1331_11EB
-            return SIMD8<UInt32>(truncatingIfNeeded: (z ^ (z &>> 31)) &>> 40)
-        }
-        let base = SIMD8<UInt64>(0, 1, 2, 3, 4, 5, 6, 7) &+ UInt64(c0)
         #if DTRAIN_LANES16
-        let bits = SIMD16<UInt32>(lowHalf: top24(base), highHalf: top24(base &+ 8))
+        let lane = BitLanes(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15)
         #else
-        let bits = top24(base)
+        let lane = BitLanes(0, 1, 2, 3, 4, 5, 6, 7)
         #endif
-        return unsafeBitCast(bits .< BitLanes(repeating: threshold), to: SIMDMask<FloatLanes.MaskStorage>.self)
+        var x = BitLanes(repeating: UInt32(truncatingIfNeeded: k ^ (k >> 32)))
+            ^ ((lane &+ UInt32(truncatingIfNeeded: c0)) &* 0x9E37_79B9)
+        x = (x ^ (x &>> 16)) &* 0x7FEB_352D
+        x = (x ^ (x &>> 15)) &* 0x846C_A68B
+        x = x ^ (x &>> 16)
+        return unsafeBitCast((x &>> 8) .< BitLanes(repeating: threshold), to: SIMDMask<FloatLanes.MaskStorage>.self)
     }
 
     /// One row of inverted dropout: out[c] = 0 where dropped, else x[c]·scale, for c < count.
@@ -394,10 +394,11 @@ public enum VectorKernels {
 
     @inline(__always)
     static func droppedOne(_ k: UInt64, _ c: Int, _ threshold: UInt32) -> Bool {
-        var z = (k ^ (UInt64(c) &* 0xD1B5_4A32_D192_ED03)) &+ 0x9E37_79B9_7F4A_7C15
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return UInt32((z ^ (z >> 31)) >> 40) < threshold
+        var x = UInt32(truncatingIfNeeded: k ^ (k >> 32)) ^ (UInt32(truncatingIfNeeded: c) &* 0x9E37_79B9)
+        x = (x ^ (x >> 16)) &* 0x7FEB_352D
+        x = (x ^ (x >> 15)) &* 0x846C_A68B
+        x = x ^ (x >> 16)
+        return x >> 8 < threshold
     }
 
     /// LoRA's one-pass backward through B for columns f0..<f1 of dout and 8 of r's columns (the

@@ -171,7 +171,7 @@ struct VectorKernelTests {
         #expect(db1 == db2 && out1 == out2)
     }
 
-    /// Dropout's vector rows draw exactly the mask `CounterRandom.uniform(k, c) < p` describes,
+    /// Dropout's vector rows draw exactly the mask `CounterRandom.dropoutBits(k, c) < ⌈p·2²⁴⌉` describes,
     /// and scale the kept elements as the scalar formula does, bit for bit.
     @Test func dropoutRowsEqualTheScalarDraws() {
         for (name, K) in Self.sets {
@@ -185,7 +185,7 @@ struct VectorKernelTests {
                     K.dropoutGradientRow(&d, g, n, key: k, threshold: t, scale: s)
                     var eo = [Float](repeating: 0, count: n), ed = d0
                     for c in 0..<n {
-                        let drop = CounterRandom.uniform(k, c) < p
+                        let drop = CounterRandom.dropoutBits(k, c) < t
                         eo[c] = drop ? 0 : x[c] * s
                         if !drop { ed[c] += g[c] * s }
                     }
@@ -193,5 +193,26 @@ struct VectorKernelTests {
                 }
             }
         }
+    }
+
+    /// The 32-bit dropout draw drops p of the elements overall, of every row and of every column
+    /// (rows' keys differ only in the token's key, columns only in the index), to within a few
+    /// standard deviations.
+    @Test func dropoutDrawsDropTheirShareInEveryRowAndColumn() {
+        let rows = 512, cols = 576, p: Float = 0.05, t = UInt32((p * 16_777_216).rounded(.up))
+        let layerKey = CounterRandom.key(7, 3, 1)
+        var perColumn = [Int](repeating: 0, count: cols), total = 0
+        for n in 0..<rows {
+            let k = layerKey ^ CounterRandom.mix(UInt64(n))
+            var inRow = 0
+            for c in 0..<cols where CounterRandom.dropoutBits(k, c) < t { inRow += 1; perColumn[c] += 1 }
+            total += inRow
+            // Binomial(576, 0.05): mean 28.8, sd 5.2.
+            #expect((5...60).contains(inRow), "row \(n) dropped \(inRow) of \(cols)")
+        }
+        let fraction = Double(total) / Double(rows * cols)
+        #expect(abs(fraction - 0.05) < 0.002, "dropped \(fraction)")
+        // Binomial(512, 0.05): mean 25.6, sd 4.9.
+        #expect(perColumn.allSatisfy { (4...55).contains($0) }, "\(perColumn.min()!)...\(perColumn.max()!)")
     }
 }

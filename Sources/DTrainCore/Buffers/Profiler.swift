@@ -4,7 +4,7 @@ import Foundation
 /// disabled path is one branch per kernel call).
 public enum Profiler {
     public enum Section: Int, CaseIterable {
-        case embedding, rmsnorm, linear, lora, rope, attention, swiglu, head, optimizer
+        case embedding, rmsnorm, linear, lora, dropout, rope, attention, swiglu, head, optimizer
     }
 
     nonisolated(unsafe) public static var enabled = ProcessInfo.processInfo.environment["DTRAIN_PROFILE"] == "1"

@@ -24,19 +24,30 @@ public enum Linear {
                                 _ dbias: UnsafeMutablePointer<Float>?,
                                 _ dout: UnsafePointer<Float>, _ inp: UnsafePointer<Float>,
                                 _ weight: UnsafePointer<Float>, _ N: Int, _ IC: Int, _ OC: Int, accumulateInput: Bool = true) {
-        if let dinp {
-            // (N, OC) x (OC, IC) -> (N, IC)
-            Parallel.sgemm(false, false, N, IC, OC, 1, dout, OC, weight, IC, accumulateInput ? 1 : 0, dinp, IC)
-        }
-        if let dweight {
-            // (OC, N) x (N, IC) -> (OC, IC): A = dout transposed.
-            Parallel.sgemm(true, false, OC, IC, N, 1, dout, OC, inp, IC, 1, dweight, IC)
-        }
-        if let dbias {
-            for n in 0..<N {
-                let dy = dout + n * OC
-                for o in 0..<OC { dbias[o] += dy[o] }
-            }
+        if let dinp { backwardInput(dinp, dout, weight, N, IC, OC, accumulate: accumulateInput) }
+        if let dweight { backwardWeights(dweight, dbias, dout, inp, N, IC, OC) }
+        else if let dbias { backwardBias(dbias, dout, N, OC) }
+    }
+
+    /// dinp (N, IC) (+)= dout (N, OC) · W (OC, IC): the half of `backward` that needs no input.
+    public static func backwardInput(_ dinp: UnsafeMutablePointer<Float>, _ dout: UnsafePointer<Float>,
+                                     _ weight: UnsafePointer<Float>, _ N: Int, _ IC: Int, _ OC: Int, accumulate: Bool) {
+        Parallel.sgemm(false, false, N, IC, OC, 1, dout, OC, weight, IC, accumulate ? 1 : 0, dinp, IC)
+    }
+
+    /// dweight (OC, IC) += doutᵀ·inp and, when given, dbias (OC) += Σ_n dout.
+    public static func backwardWeights(_ dweight: UnsafeMutablePointer<Float>, _ dbias: UnsafeMutablePointer<Float>?,
+                                       _ dout: UnsafePointer<Float>, _ inp: UnsafePointer<Float>,
+                                       _ N: Int, _ IC: Int, _ OC: Int) {
+        // (OC, N) x (N, IC) -> (OC, IC): A = dout transposed.
+        Parallel.sgemm(true, false, OC, IC, N, 1, dout, OC, inp, IC, 1, dweight, IC)
+        if let dbias { backwardBias(dbias, dout, N, OC) }
+    }
+
+    private static func backwardBias(_ dbias: UnsafeMutablePointer<Float>, _ dout: UnsafePointer<Float>, _ N: Int, _ OC: Int) {
+        for n in 0..<N {
+            let dy = dout + n * OC
+            for o in 0..<OC { dbias[o] += dy[o] }
         }
     }
 }

@@ -94,9 +94,10 @@ public enum LoRA {
         if let dinp { backwardInput(dinp, dxa, a, N, IC, R) }
     }
 
-    /// dinp (N, IC) += dxa (N, R) · A (R, IC): the part of `backwardA` that needs no input.
+    /// dinp (N, IC) += dxa (N, R) · A (R, IC) (= when not `accumulate`): the part of `backwardA`
+    /// that needs no input.
     public static func backwardInput(_ dinp: UnsafeMutablePointer<Float>, _ dxa: UnsafePointer<Float>,
-                                     _ a: UnsafePointer<Float>, _ N: Int, _ IC: Int, _ R: Int) {
-        Parallel.sgemm(false, false, N, IC, R, 1, dxa, R, a, IC, 1, dinp, IC)
+                                     _ a: UnsafePointer<Float>, _ N: Int, _ IC: Int, _ R: Int, accumulate: Bool = true) {
+        Parallel.sgemm(false, false, N, IC, R, 1, dxa, R, a, IC, accumulate ? 1 : 0, dinp, IC)
     }
 }

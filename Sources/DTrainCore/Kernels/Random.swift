@@ -16,6 +16,17 @@ public enum CounterRandom {
         return h
     }
 
+    /// Dropout's draw for element `index` of a row keyed `key`: 24 random bits, from a 32-bit
+    /// mixer (lowbias32) of the key folded to 32 bits and the index's Weyl step. Dropout draws
+    /// hundreds of millions of these per step, and 32-bit products fill twice the vector lanes
+    /// of SplitMix64's 64-bit ones (which AVX2 lacks altogether).
+    @inline(__always) public static func dropoutBits(_ key: UInt64, _ index: Int) -> UInt32 {
+        var x = UInt32(truncatingIfNeeded: key ^ (key >> 32)) ^ (UInt32(truncatingIfNeeded: index) &* 0x9E37_79B9)
+        x = (x ^ (x >> 16)) &* 0x7FEB_352D
+        x = (x ^ (x >> 15)) &* 0x846C_A68B
+        return (x ^ (x >> 16)) >> 8
+    }
+
     /// Uniform in [0, 1) with 24 random bits.
     @inline(__always) public static func uniform(_ key: UInt64, _ index: Int) -> Float {
         Float(mix(key ^ UInt64(truncatingIfNeeded: index) &* 0xD1B5_4A32_D192_ED03) >> 40) * (1.0 / 16_777_216.0)
@@ -24,12 +35,12 @@ public enum CounterRandom {
 
 /// Inverted dropout whose mask is regenerated from counter keys instead of being stored.
 ///
-/// Element (n, c) of an (N, C) input is kept when uniform(key ^ rowKeys[n], c) >= p. Row keys
+/// Element (n, c) of an (N, C) input is kept when dropoutBits(key ^ rowKeys[n], c) ≥ ⌈p·2²⁴⌉. Row keys
 /// come from the token's example and position (`TokenBatch.tokenKeys`), so a token gets the same
 /// mask however examples are packed, batched or spread over ranks.
 public enum Dropout {
-    /// The vector kernels' form of "uniform(k, c) < p": the top 24 bits of the draw below ⌈p·2²⁴⌉
-    /// (exact: uniform is those bits times 2⁻²⁴).
+    /// The threshold below which a draw of `CounterRandom.dropoutBits` drops: ⌈p·2²⁴⌉, so that an
+    /// element is dropped with probability p to within 2⁻²⁴.
     static func threshold(_ p: Float) -> UInt32 { UInt32((p * 16_777_216).rounded(.up)) }
 
     /// out (N, C) = inp · keep / (1 - p); rowKeys (N). Rows are split across the threads; each

@@ -48,12 +48,17 @@ public final class LlamaModel {
     private var ropeCos: [Float] = []
     private var ropeSin: [Float] = []
     private var hasSegments = false
+    /// Whether the pass running is a training one (dropout on, attention probabilities kept).
+    private var passIsTraining = false
+    private var dropoutActive: Bool { passIsTraining && (lora?.config.dropout ?? 0) > 0 }
     private var activeRows = 0
-    /// Adapters that read the same input, in the order their A's are stacked: q/k/v read the
-    /// first norm's output, gate/up the second's. Set by `enableTraining`, so that no step
-    /// builds a list.
-    private var attentionInputAdapters: [LoRATarget] = []
-    private var mlpInputAdapters: [LoRATarget] = []
+    /// Each layer's projections, grouped by the input they read: q/k/v the attention norm's
+    /// output, o the attention output, gate/up the MLP norm's output, down the SwiGLU output.
+    /// `enableTraining` marks their adapters, so that no step builds a list.
+    private var attentionInputs: ProjectionGroup
+    private var attentionOutput: ProjectionGroup
+    private var mlpInputs: ProjectionGroup
+    private var mlpOutput: ProjectionGroup
 
     /// Rows of LM-head logits built at a time. Each chunk streams the (V, C) head weight through
     /// its sgemms (and, in full fine-tuning, the (V, C) head gradient), so larger chunks read
@@ -69,6 +74,10 @@ public final class LlamaModel {
         self.config = config
         self.layout = layout
         self.params = params
+        attentionInputs = ProjectionGroup([.q_proj, .k_proj, .v_proj], config: config)
+        attentionOutput = ProjectionGroup([.o_proj], config: config)
+        mlpInputs = ProjectionGroup([.gate_proj, .up_proj], config: config)
+        mlpOutput = ProjectionGroup([.down_proj], config: config)
     }
 
     deinit { ints?.deallocate(); tokenKeys?.deallocate() }
@@ -85,8 +94,9 @@ public final class LlamaModel {
             lora = LoRAAdapters(config: cfg, model: config, seed: seed)
         }
         let targets: [LoRATarget] = { if case .lora(let c) = method { return c.targets } else { return [] } }()
-        attentionInputAdapters = [.q_proj, .k_proj, .v_proj].filter { targets.contains($0) }
-        mlpInputAdapters = [.gate_proj, .up_proj].filter { targets.contains($0) }
+        func markAdapters(_ group: inout ProjectionGroup) { group.adapted = group.targets.filter { targets.contains($0) } }
+        markAdapters(&attentionInputs); markAdapters(&attentionOutput)
+        markAdapters(&mlpInputs); markAdapters(&mlpOutput)
     }
 
     /// The trainable parameters, their gradients and their names, as one flat range each.
@@ -346,14 +356,16 @@ public final class LlamaModel {
     }
 
     private func forwardTrunk(training: Bool) {
+        passIsTraining = training
         let N = batchSize * seqLen, C = config.hiddenSize, L = config.numLayers
         let a = acts!.base, p = params.base
         Profiler.measure(.embedding) { Embedding.forward(a + o.resid, intsTokens, p + layout.embedding, N, C) }
-        for l in 0..<L { layerForward(l, training: training) }
+        for l in 0..<L { layerForward(l) }
         Profiler.measure(.rmsnorm) { RMSNorm.forward(a + o.lnf, a + o.rstdF, a + o.resid + L * N * C, p + layout.finalNorm, N, C, config.rmsNormEps) }
     }
 
-    private func layerForward(_ l: Int, training: Bool) {
+    /// Layer l's activations, kept for backward (or rebuilt by it, with `recompute`).
+    private func layerForward(_ l: Int) {
         let c = config, B = batchSize, T = seqLen, N = B * T, C = c.hiddenSize, F = c.intermediateSize
         let a = acts!.base, p = params.base, w = layout.layers[l], s = slot(l)
         let resIn = a + o.resid + l * N * C, resOut = a + o.resid + (l + 1) * N * C
@@ -363,85 +375,19 @@ public final class LlamaModel {
         let ln = a + o.ln, h = a + o.h
 
         Profiler.measure(.rmsnorm) { RMSNorm.forward(ln, a + o.rstd1 + l * N, resIn, p + w.inputNorm, N, C, c.rmsNormEps) }
-        project(.q_proj, l, training, q, ln, w.qWeight, w.qBias, C, c.qDim, adapter: false)
-        project(.k_proj, l, training, k, ln, w.kWeight, w.kBias, C, c.kvDim, adapter: false)
-        project(.v_proj, l, training, v, ln, w.vWeight, w.vBias, C, c.kvDim, adapter: false)
-        adaptersForward(attentionInputAdapters, l, training, ln, C) { $0 == .q_proj ? (q, c.qDim) : ($0 == .k_proj ? k : v, c.kvDim) }
+        project(attentionInputs, l, from: ln)
         Profiler.measure(.rope) { RoPE.forward(q, intsPositions, ropeCos, ropeSin, N, c.numHeads, c.headDim) }
         Profiler.measure(.rope) { RoPE.forward(k, intsPositions, ropeCos, ropeSin, N, c.numKVHeads, c.headDim) }
-        Profiler.measure(.attention) { Attention.forward(attnOut, lse, training ? keptAttention(l) : nil, q, k, v,
+        Profiler.measure(.attention) { Attention.forward(attnOut, lse, passIsTraining ? keptAttention(l) : nil, q, k, v,
                                                          hasSegments ? intsSegments : nil, a + o.attnScratch,
                           B, T, c.numHeads, c.numKVHeads, c.headDim, threads: o.threads) }
         resid2.update(from: resIn, count: N * C)
-        project(.o_proj, l, training, resid2, attnOut, w.oWeight, nil, c.qDim, C, accumulate: true)
+        project(attentionOutput, l, from: attnOut)
         Profiler.measure(.rmsnorm) { RMSNorm.forward(ln, a + o.rstd2 + l * N, resid2, p + w.postNorm, N, C, c.rmsNormEps) }
-        project(.gate_proj, l, training, gate, ln, w.gateWeight, nil, C, F, adapter: false)
-        project(.up_proj, l, training, up, ln, w.upWeight, nil, C, F, adapter: false)
-        adaptersForward(mlpInputAdapters, l, training, ln, C) { ($0 == .gate_proj ? gate : up, F) }
+        project(mlpInputs, l, from: ln)
         Profiler.measure(.swiglu) { SwiGLU.forward(h, gate, up, N * F) }
         resOut.update(from: resid2, count: N * C)
-        project(.down_proj, l, training, resOut, h, w.downWeight, nil, F, C, accumulate: true)
-    }
-
-    /// out (N, OC) (+)= inp (N, IC) · Wᵀ + b, plus the layer's adapter for `target` if any (unless
-    /// `adapter` is false: the caller adds it with its group).
-    private func project(_ target: LoRATarget, _ l: Int, _ training: Bool,
-                         _ out: UnsafeMutablePointer<Float>, _ inp: UnsafePointer<Float>,
-                         _ weight: Int, _ bias: Int?, _ IC: Int, _ OC: Int, accumulate: Bool = false, adapter: Bool = true) {
-        let N = batchSize * seqLen, p = params.base
-        Profiler.measure(.linear) { Linear.forward(out, inp, p + weight, bias.map { UnsafePointer(p + $0) }, N, IC, OC, accumulate: accumulate) }
-        if adapter { adapterForward(target, l, training, out, inp, IC, OC) }
-    }
-
-    /// The adapters of `group`, which all read `inp`: out_t (N, OC_t) += scale · B_t (A_t inp), with
-    /// `output(t)` giving out_t and OC_t. With two or more and no dropout in play, their A
-    /// products are one sgemm (LoRAAdapters stacks a layer's A's) into one (N, k·r) block;
-    /// otherwise one at a time.
-    private func adaptersForward(_ group: [LoRATarget], _ l: Int, _ training: Bool, _ inp: UnsafePointer<Float>, _ IC: Int,
-                                 _ output: (LoRATarget) -> (UnsafeMutablePointer<Float>, Int)) {
-        guard let lora, !group.isEmpty else { return }
-        guard group.count > 1 && !(training && lora.config.dropout > 0) else {
-            for t in group {
-                let (out, OC) = output(t)
-                adapterForward(t, l, training, out, inp, IC, OC)
-            }
-            return
-        }
-        let N = batchSize * seqLen, r = lora.config.rank, R = group.count * r
-        let xa = loraXA(l, group[0])
-        Profiler.measure(.lora) {
-            LoRA.forwardA(xa, inp, lora.weights.pointer(at: lora.slots[l][group[0].index]!.a), N, IC, R)
-            for (i, t) in group.enumerated() {
-                let (out, OC) = output(t)
-                LoRA.forwardB(out, xa + i * r, R, lora.weights.pointer(at: lora.slots[l][t.index]!.b), N, OC, r,
-                              scale: lora.config.scale)
-            }
-        }
-    }
-
-    /// Where the A products of `target`'s adapter in layer l are kept, (N, r); a group's
-    /// products fill the blocks from its first target's on, as one (N, k·r) block.
-    private func loraXA(_ l: Int, _ target: LoRATarget) -> UnsafeMutablePointer<Float> {
-        acts!.base + o.loraXA + (slot(l) * LoRATarget.allCases.count + target.index) * batchSize * seqLen * lora!.config.rank
-    }
-
-    /// One adapter on its own: out (N, OC) += scale · B (A dropout(inp)).
-    private func adapterForward(_ target: LoRATarget, _ l: Int, _ training: Bool,
-                                _ out: UnsafeMutablePointer<Float>, _ inp: UnsafePointer<Float>, _ IC: Int, _ OC: Int) {
-        let N = batchSize * seqLen
-        guard let lora, let slotAB = lora.slots[l][target.index] else { return }
-        let cfg = lora.config, a = acts!.base, r = cfg.rank, xa = loraXA(l, target)
-        var xin = inp
-        if training && cfg.dropout > 0 {
-            Profiler.measure(.lora) { Dropout.forward(a + o.dropIn, inp, tokenKeys!, N, IC, p: cfg.dropout, key: dropKey(l, target)) }
-            xin = UnsafePointer(a + o.dropIn)
-        }
-        Profiler.measure(.lora) { LoRA.forward(out, xa, xin, lora.weights.pointer(at: slotAB.a), lora.weights.pointer(at: slotAB.b),
-                     N, IC, OC, r, scale: cfg.scale) }
-    }
-
-    private func dropKey(_ l: Int, _ target: LoRATarget) -> UInt64 {
-        CounterRandom.key(dropoutKey, UInt64(l), UInt64(target.index))
+        project(mlpOutput, l, from: h)
     }
 
     // MARK: - Backward
@@ -449,7 +395,7 @@ public final class LlamaModel {
     /// On entry dResid holds ∂L/∂(output of layer l); on exit ∂L/∂(input of layer l), except after
     /// layer 0 when the embedding is frozen: nothing reads that gradient, so it is not finished.
     private func layerBackward(_ l: Int) {
-        if recompute { layerForward(l, training: true) }
+        if recompute { layerForward(l) }
         let c = config, B = batchSize, T = seqLen, N = B * T, C = c.hiddenSize, F = c.intermediateSize
         let a = acts!.base, p = params.base, w = layout.layers[l], s = slot(l)
         let resIn = a + o.resid + l * N * C
@@ -464,21 +410,14 @@ public final class LlamaModel {
         // kept per layer. down's input gradient needs only its weights, so it comes first; the
         // SwiGLU backward then rebuilds h in the same pass, and down's weight gradients read it.
         Profiler.measure(.rmsnorm) { RMSNorm.recompute(ln, a + o.rstd2 + l * N, resid2, p + w.postNorm, N, C) }
-        // Each activation gradient's first product writes it (no zeroing pass); the rest add.
-        Profiler.measure(.linear) { Linear.backward(dh, nil, nil, dResid, h, p + w.downWeight, N, F, C, accumulateInput: false) }
-        adapterBackwardInput(.down_proj, l, dh, dResid, F, C)
+        projectBackwardInput(mlpOutput, l, into: dh)
         Profiler.measure(.swiglu) { SwiGLU.backward(dgate, dup, h, dh, gate, up, N * F) }
-        if let dDown = fullGrad(w.downWeight) {
-            Profiler.measure(.linear) { Linear.backward(nil, dDown, nil, dResid, h, p + w.downWeight, N, F, C) }
-        }
-        adapterBackwardWeights(.down_proj, l, h, F)
-        projectBackward(.gate_proj, l, dln, dgate, ln, w.gateWeight, nil, C, F, adapter: false, firstInputWriter: true)
-        projectBackward(.up_proj, l, dln, dup, ln, w.upWeight, nil, C, F, adapter: false)
-        adaptersBackward(mlpInputAdapters, l, dln, ln, C) { ($0 == .gate_proj ? dgate : dup, F) }
+        projectBackwardWeights(mlpOutput, l, from: h)
+        projectBackward(mlpInputs, l, into: dln, from: ln)
         Profiler.measure(.rmsnorm) { RMSNorm.backward(dResid, fullGrad(w.postNorm), dln, resid2, p + w.postNorm, a + o.rstd2 + l * N, N, C) }
 
         // Attention branch: resid2 = resIn + o(attention(rope(q(ln1)), rope(k(ln1)), v(ln1))).
-        projectBackward(.o_proj, l, dAttn, dResid, attnOut, w.oWeight, nil, c.qDim, C, firstInputWriter: true)
+        projectBackward(attentionOutput, l, into: dAttn, from: attnOut)
         dq.update(repeating: 0, count: N * c.qDim)
         dk.update(repeating: 0, count: N * c.kvDim)
         dv.update(repeating: 0, count: N * c.kvDim)
@@ -490,96 +429,168 @@ public final class LlamaModel {
         // The first layer's input gradient feeds only the embedding's: with a frozen embedding
         // (LoRA) nothing reads it, so q/k/v and their adapters skip their input products.
         let wantInput = l > 0 || fullGrad(layout.embedding) != nil
-        let dlnIn: UnsafeMutablePointer<Float>? = wantInput ? dln : nil
-        projectBackward(.q_proj, l, dlnIn, dq, ln, w.qWeight, w.qBias, C, c.qDim, adapter: false, firstInputWriter: true)
-        projectBackward(.k_proj, l, dlnIn, dk, ln, w.kWeight, w.kBias, C, c.kvDim, adapter: false)
-        projectBackward(.v_proj, l, dlnIn, dv, ln, w.vWeight, w.vBias, C, c.kvDim, adapter: false)
-        adaptersBackward(attentionInputAdapters, l, dlnIn, ln, C) { $0 == .q_proj ? (dq, c.qDim) : ($0 == .k_proj ? dk : dv, c.kvDim) }
+        projectBackward(attentionInputs, l, into: wantInput ? dln : nil, from: ln)
         if wantInput || fullGrad(w.inputNorm) != nil {
             Profiler.measure(.rmsnorm) { RMSNorm.backward(dResid, fullGrad(w.inputNorm), dln, resIn, p + w.inputNorm, a + o.rstd1 + l * N, N, C) }
         }
     }
 
-    /// dinp (N, IC) += ∂/∂inp of `project` (= when `firstInputWriter`: nothing has written dinp
-    /// yet); weight, bias and (unless `adapter` is false) adapter gradients accumulate.
-    private func projectBackward(_ target: LoRATarget, _ l: Int, _ dinp: UnsafeMutablePointer<Float>?,
-                                 _ dout: UnsafePointer<Float>, _ inp: UnsafePointer<Float>,
-                                 _ weight: Int, _ bias: Int?, _ IC: Int, _ OC: Int, adapter: Bool = true,
-                                 firstInputWriter: Bool = false) {
-        let N = batchSize * seqLen, p = params.base
-        Profiler.measure(.linear) { Linear.backward(dinp, fullGrad(weight), fullGrad(bias), dout, inp, p + weight, N, IC, OC,
-                                                    accumulateInput: !firstInputWriter) }
-        if adapter { adapterBackward(target, l, dinp, dout, inp, IC, OC) }
+    // MARK: - Projections
+
+    /// Where projection `t` of layer l writes its output, and where backward finds the gradient
+    /// of that output: q/k/v/gate/up their own tensors; o_proj and down_proj the residual stream,
+    /// whose copy they add onto.
+    private func projectionTensors(_ t: LoRATarget, _ l: Int) -> (out: UnsafeMutablePointer<Float>, dout: UnsafeMutablePointer<Float>) {
+        let a = acts!.base, N = batchSize * seqLen, s = slot(l), c = config
+        switch t {
+        case .q_proj: return (a + o.q + s * N * c.qDim, a + o.dq)
+        case .k_proj: return (a + o.k + s * N * c.kvDim, a + o.dk)
+        case .v_proj: return (a + o.v + s * N * c.kvDim, a + o.dv)
+        case .o_proj: return (a + o.resid2 + s * N * c.hiddenSize, a + o.dResid)
+        case .gate_proj: return (a + o.gate + s * N * c.intermediateSize, a + o.dgate)
+        case .up_proj: return (a + o.up + s * N * c.intermediateSize, a + o.dup)
+        case .down_proj: return (a + o.resid + (l + 1) * N * c.hiddenSize, a + o.dResid)
+        }
     }
 
-    /// Backward of `adaptersForward`, with `output(t)` giving ∂/∂out_t and OC_t: the B gradients
-    /// and each adapter's ∂/∂xa into one (N, k·r) block, then the stacked A's gradient and the
-    /// input gradient in one sgemm each.
-    private func adaptersBackward(_ group: [LoRATarget], _ l: Int, _ dinp: UnsafeMutablePointer<Float>?,
-                                  _ inp: UnsafePointer<Float>, _ IC: Int,
-                                  _ output: (LoRATarget) -> (UnsafeMutablePointer<Float>, Int)) {
-        guard let lora, !group.isEmpty else { return }
-        guard group.count > 1 && lora.config.dropout == 0 else {
-            for t in group {
-                let (dout, OC) = output(t)
-                adapterBackward(t, l, dinp, dout, inp, IC, OC)
+    /// out_t (N, OC_t) (+)= inp (N, IC) · W_tᵀ + b_t for each projection of the group, then each
+    /// one's adapter: out_t += scale · B_t A_t dropout(inp). With two or more adapters and no
+    /// dropout in play, their A products are one sgemm (LoRAAdapters stacks a layer's A's) into
+    /// one (N, k·r) block; with dropout each adapter reads its own dropped-out input.
+    private func project(_ group: ProjectionGroup, _ l: Int, from inp: UnsafePointer<Float>) {
+        let N = batchSize * seqLen, p = params.base, w = layout.layers[l], IC = group.inFeatures
+        for t in group.targets {
+            let out = projectionTensors(t, l).out, OC = t.dims(config).outFeatures
+            Profiler.measure(.linear) { Linear.forward(out, inp, p + w.weight(t), w.bias(t).map { UnsafePointer(p + $0) }, N, IC, OC,
+                                                       accumulate: group.addsToOutput) }
+        }
+        guard let lora, !group.adapted.isEmpty else { return }
+        let cfg = lora.config, a = acts!.base, r = cfg.rank
+        if group.adapted.count > 1 && !dropoutActive {
+            let R = group.adapted.count * r, xa = loraXA(l, group.adapted[0])  // (N, R)
+            Profiler.measure(.lora) {
+                LoRA.forwardA(xa, inp, lora.weights.pointer(at: lora.slots[l][group.adapted[0].index]!.a), N, IC, R)
+                for (i, t) in group.adapted.enumerated() {
+                    LoRA.forwardB(projectionTensors(t, l).out, xa + i * r, R, lora.weights.pointer(at: lora.slots[l][t.index]!.b),
+                                  N, t.dims(config).outFeatures, r, scale: cfg.scale)
+                }
             }
             return
         }
-        let N = batchSize * seqLen, r = lora.config.rank, R = group.count * r
-        let xa = loraXA(l, group[0]), dxa = acts!.base + o.loraDXA
-        let a0 = lora.slots[l][group[0].index]!.a
-        Profiler.measure(.lora) {
-            for (i, t) in group.enumerated() {
-                let b = lora.slots[l][t.index]!.b, (dout, OC) = output(t)
-                LoRA.backwardB(lora.grads.pointer(at: b), dxa + i * r, R, dout, xa + i * r, R, lora.weights.pointer(at: b),
-                               N, OC, r, scale: lora.config.scale, scratch: acts!.base + o.loraPartial, scratchThreads: o.threads)
-            }
-            LoRA.backwardA(dinp, lora.grads.pointer(at: a0), dxa, inp, lora.weights.pointer(at: a0), N, IC, R)
-        }
-    }
-
-    /// Backward of `adapterForward`; dinp nil when no input gradient is wanted.
-    private func adapterBackward(_ target: LoRATarget, _ l: Int, _ dinp: UnsafeMutablePointer<Float>?,
-                                 _ dout: UnsafePointer<Float>, _ inp: UnsafePointer<Float>, _ IC: Int, _ OC: Int) {
-        adapterBackwardInput(target, l, dinp, dout, IC, OC)
-        adapterBackwardWeights(target, l, inp, IC)
-    }
-
-    /// The half of `adapterBackward` that needs no layer input: dB, the adapter's ∂/∂(A x) (left in
-    /// the loraDXA scratch for `adapterBackwardWeights`), and dinp (N, IC) += its part, through
-    /// the dropout mask when dropout is on.
-    private func adapterBackwardInput(_ target: LoRATarget, _ l: Int, _ dinp: UnsafeMutablePointer<Float>?,
-                                      _ dout: UnsafePointer<Float>, _ IC: Int, _ OC: Int) {
-        guard let lora, let slotAB = lora.slots[l][target.index] else { return }
-        let N = batchSize * seqLen, cfg = lora.config, a = acts!.base, r = cfg.rank, dxa = a + o.loraDXA
-        let A = lora.weights.pointer(at: slotAB.a), Bw = lora.weights.pointer(at: slotAB.b)
-        Profiler.measure(.lora) {
-            LoRA.backwardB(lora.grads.pointer(at: slotAB.b), dxa, r, dout, loraXA(l, target), r, Bw, N, OC, r, scale: cfg.scale,
-                           scratch: a + o.loraPartial, scratchThreads: o.threads)
-            guard let dinp else { return }
-            if cfg.dropout > 0 {
-                let dDrop = a + o.dropGrad
-                dDrop.update(repeating: 0, count: N * IC)
-                LoRA.backwardInput(dDrop, dxa, A, N, IC, r)
-                Dropout.backward(dinp, dDrop, tokenKeys!, N, IC, p: cfg.dropout, key: dropKey(l, target))
-            } else {
-                LoRA.backwardInput(dinp, dxa, A, N, IC, r)
-            }
-        }
-    }
-
-    /// The other half: dA (r, IC) += ∂/∂(A x)ᵀ · inp, with inp dropped out again as in forward.
-    private func adapterBackwardWeights(_ target: LoRATarget, _ l: Int, _ inp: UnsafePointer<Float>, _ IC: Int) {
-        guard let lora, let slotAB = lora.slots[l][target.index] else { return }
-        let N = batchSize * seqLen, cfg = lora.config, a = acts!.base, r = cfg.rank
-        Profiler.measure(.lora) {
+        for t in group.adapted {
+            let slotAB = lora.slots[l][t.index]!
             var xin = inp
-            if cfg.dropout > 0 {
-                Dropout.forward(a + o.dropIn, inp, tokenKeys!, N, IC, p: cfg.dropout, key: dropKey(l, target))
+            if dropoutActive {
+                Profiler.measure(.dropout) { Dropout.forward(a + o.dropIn, inp, tokenKeys!, N, IC, p: cfg.dropout, key: dropKey(l, t)) }
                 xin = UnsafePointer(a + o.dropIn)
             }
-            LoRA.backwardA(nil, lora.grads.pointer(at: slotAB.a), a + o.loraDXA, xin, lora.weights.pointer(at: slotAB.a), N, IC, r)
+            Profiler.measure(.lora) {
+                LoRA.forward(projectionTensors(t, l).out, loraXA(l, t), xin, lora.weights.pointer(at: slotAB.a),
+                             lora.weights.pointer(at: slotAB.b), N, IC, t.dims(config).outFeatures, r, scale: cfg.scale)
+            }
         }
+    }
+
+    /// Backward of `project`: the input gradient, then the weights', adapters' and biases'.
+    private func projectBackward(_ group: ProjectionGroup, _ l: Int, into dinp: UnsafeMutablePointer<Float>?,
+                                 from inp: UnsafePointer<Float>) {
+        projectBackwardInput(group, l, into: dinp)
+        projectBackwardWeights(group, l, from: inp)
+    }
+
+    /// The half of `projectBackward` that needs no layer input: dinp (N, IC) = Σ_t ∂L/∂out_t · W_t
+    /// (the first product writes it, so it needs no zeroing), plus each adapter's part through
+    /// its dropout mask; the adapters' dB and their ∂L/∂(A x), which stay in the loraDXA scratch
+    /// (one (N, r) block per adapter, or one (N, k·r) block when stacked) for the other half.
+    /// dinp nil when no input gradient is wanted.
+    private func projectBackwardInput(_ group: ProjectionGroup, _ l: Int, into dinp: UnsafeMutablePointer<Float>?) {
+        let N = batchSize * seqLen, p = params.base, w = layout.layers[l], IC = group.inFeatures
+        if let dinp {
+            for (i, t) in group.targets.enumerated() {
+                let dout = projectionTensors(t, l).dout, OC = t.dims(config).outFeatures
+                Profiler.measure(.linear) { Linear.backwardInput(dinp, dout, p + w.weight(t), N, IC, OC, accumulate: i > 0) }
+            }
+        }
+        guard let lora, !group.adapted.isEmpty else { return }
+        let cfg = lora.config, a = acts!.base, r = cfg.rank, dxa = a + o.loraDXA
+        let stacked = group.adapted.count > 1 && cfg.dropout == 0
+        let R = stacked ? group.adapted.count * r : r, stackedXA = loraXA(l, group.adapted[0])
+        for (i, t) in group.adapted.enumerated() {
+            let slotAB = lora.slots[l][t.index]!, dout = projectionTensors(t, l).dout, OC = t.dims(config).outFeatures
+            let dxaT = stacked ? dxa + i * r : dxa + i * N * r, xaT = stacked ? stackedXA + i * r : loraXA(l, t)
+            Profiler.measure(.lora) { LoRA.backwardB(lora.grads.pointer(at: slotAB.b), dxaT, R, dout, xaT, R, lora.weights.pointer(at: slotAB.b),
+                                                     N, OC, r, scale: cfg.scale, scratch: a + o.loraPartial, scratchThreads: o.threads) }
+            guard let dinp, !stacked else { continue }
+            let A = lora.weights.pointer(at: slotAB.a)
+            if cfg.dropout > 0 {
+                let dDrop = a + o.dropGrad
+                Profiler.measure(.lora) { LoRA.backwardInput(dDrop, dxaT, A, N, IC, r, accumulate: false) }
+                Profiler.measure(.dropout) { Dropout.backward(dinp, dDrop, tokenKeys!, N, IC, p: cfg.dropout, key: dropKey(l, t)) }
+            } else {
+                Profiler.measure(.lora) { LoRA.backwardInput(dinp, dxaT, A, N, IC, r) }
+            }
+        }
+        if stacked, let dinp {
+            Profiler.measure(.lora) { LoRA.backwardInput(dinp, dxa, lora.weights.pointer(at: lora.slots[l][group.adapted[0].index]!.a), N, IC, R) }
+        }
+    }
+
+    /// The other half: dW_t (OC_t, IC) += ∂L/∂out_tᵀ · inp and db_t (full fine-tuning), and each
+    /// adapter's dA (r, IC) += ∂L/∂(A x)ᵀ · dropout(inp), with inp dropped out again as in forward.
+    private func projectBackwardWeights(_ group: ProjectionGroup, _ l: Int, from inp: UnsafePointer<Float>) {
+        let N = batchSize * seqLen, w = layout.layers[l], IC = group.inFeatures
+        if method == .full {
+            for t in group.targets {
+                let dout = projectionTensors(t, l).dout, OC = t.dims(config).outFeatures
+                Profiler.measure(.linear) { Linear.backwardWeights(fullGrad(w.weight(t))!, fullGrad(w.bias(t)), dout, inp, N, IC, OC) }
+            }
+        }
+        guard let lora, !group.adapted.isEmpty else { return }
+        let cfg = lora.config, a = acts!.base, r = cfg.rank, dxa = a + o.loraDXA
+        if group.adapted.count > 1 && cfg.dropout == 0 {
+            let a0 = lora.slots[l][group.adapted[0].index]!.a
+            Profiler.measure(.lora) { LoRA.backwardA(nil, lora.grads.pointer(at: a0), dxa, inp, lora.weights.pointer(at: a0), N, IC, group.adapted.count * r) }
+            return
+        }
+        for (i, t) in group.adapted.enumerated() {
+            let slotAB = lora.slots[l][t.index]!
+            var xin = inp
+            if cfg.dropout > 0 {
+                Profiler.measure(.dropout) { Dropout.forward(a + o.dropIn, inp, tokenKeys!, N, IC, p: cfg.dropout, key: dropKey(l, t)) }
+                xin = UnsafePointer(a + o.dropIn)
+            }
+            Profiler.measure(.lora) { LoRA.backwardA(nil, lora.grads.pointer(at: slotAB.a), dxa + i * N * r, xin, lora.weights.pointer(at: slotAB.a), N, IC, r) }
+        }
+    }
+
+    /// Where the A products of `target`'s adapter in layer l are kept, (N, r); a group's
+    /// products fill the blocks from its first target's on, as one (N, k·r) block.
+    private func loraXA(_ l: Int, _ target: LoRATarget) -> UnsafeMutablePointer<Float> {
+        acts!.base + o.loraXA + (slot(l) * LoRATarget.allCases.count + target.index) * batchSize * seqLen * lora!.config.rank
+    }
+
+    private func dropKey(_ l: Int, _ target: LoRATarget) -> UInt64 {
+        CounterRandom.key(dropoutKey, UInt64(l), UInt64(target.index))
+    }
+}
+
+/// A layer's projections that read one input, each a dense product with the LoRA adapter on it
+/// when the run trains one: `LlamaModel.project` runs a group forward, `projectBackward` (or its
+/// two halves) backward.
+struct ProjectionGroup {
+    /// The projections, in the order their products run.
+    let targets: [LoRATarget]
+    /// Those that carry an adapter, in the order their A's are stacked.
+    var adapted: [LoRATarget] = []
+    /// In features, shared by the group.
+    let inFeatures: Int
+    /// o_proj and down_proj add onto the residual stream (their output holds its copy); the
+    /// others write their output.
+    let addsToOutput: Bool
+
+    init(_ targets: [LoRATarget], config: LlamaConfig) {
+        self.targets = targets
+        inFeatures = targets[0].dims(config).inFeatures
+        addsToOutput = targets == [.o_proj] || targets == [.down_proj]
     }
 }

@@ -30,6 +30,29 @@ public struct LayerOffsets: Sendable, Equatable {
     public var gateWeight = 0     // (F, C)
     public var upWeight = 0       // (F, C)
     public var downWeight = 0     // (C, F)
+
+    /// The weight of projection `t`, (out, in).
+    public func weight(_ t: LoRATarget) -> Int {
+        switch t {
+        case .q_proj: return qWeight
+        case .k_proj: return kWeight
+        case .v_proj: return vWeight
+        case .o_proj: return oWeight
+        case .gate_proj: return gateWeight
+        case .up_proj: return upWeight
+        case .down_proj: return downWeight
+        }
+    }
+
+    /// The bias of projection `t` (q/k/v in models with attention biases), else nil.
+    public func bias(_ t: LoRATarget) -> Int? {
+        switch t {
+        case .q_proj: return qBias
+        case .k_proj: return kBias
+        case .v_proj: return vBias
+        default: return nil
+        }
+    }
 }
 
 /// The table that maps every Hugging Face parameter key of a Llama model to a slot in one flat
