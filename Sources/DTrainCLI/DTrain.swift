@@ -18,10 +18,11 @@ struct ThreadOptions: ParsableArguments {
     var resolved: Int { threads ?? ComputeThreads.available }
 }
 
-/// Turns a thrown error into one clear line on stderr and exit status 1.
+/// Turns a thrown error into one clear line on stderr and exit status 1; usage errors go on to
+/// `DTrain.run(arguments:)`, which exits 2 for them.
 func runReportingErrors(_ body: () throws -> Void) throws {
-    do { try body() } catch let error as CustomStringConvertible {
-        printError("error: \(error.description)")
+    do { try body() } catch let error as ValidationError { throw error } catch let error as ExitCode { throw error } catch {
+        printError("error: \(userFacingDescription(error))")
         throw ExitCode(1)
     }
 }
@@ -33,4 +34,20 @@ public struct DTrain: ParsableCommand {
         abstract: "Fine-tune Llama-family language models on CPU clusters.",
         subcommands: [Train.self, Inspect.self, DataCommand.self, Tokenize.self, Eval.self, Bench.self])
     public init() {}
+
+    /// Parses `arguments` and runs the command, then exits. Usage errors (an unknown or missing
+    /// option, a bad value) exit 2 like every other bad input, not argument-parser's 64.
+    public static func run(arguments: [String]? = nil) -> Never {
+        do {
+            var command = try parseAsRoot(arguments)
+            try command.run()
+            exit()
+        } catch {
+            if !(error is ExitCode) && exitCode(for: error) == .validationFailure {
+                FileHandle.standardError.write(Data((fullMessage(for: error) + "\n").utf8))
+                Foundation.exit(2)
+            }
+            exit(withError: error)
+        }
+    }
 }

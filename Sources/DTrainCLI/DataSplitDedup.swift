@@ -1,5 +1,6 @@
 import DTrainData
 import DTrainTrainer
+import DTrainCore
 import Foundation
 
 /// `dtrain data split`: train / val / test files by a seeded hash of each record's content.
@@ -14,7 +15,7 @@ extension DataCommand.Split {
         do {
             try FileManager.default.createDirectory(atPath: outDir, withIntermediateDirectories: true)
         } catch {
-            throw DataFileError.cannotWrite(file: outDir, reason: (error as NSError).localizedDescription)
+            throw DataFileError.cannotWrite(file: outDir, reason: FileProblem.cause(of: error, path: outDir, wantDirectory: true))
         }
         var writers = [SplitPart: DataLineWriter]()
         for part in SplitPart.allCases {
@@ -147,7 +148,7 @@ final class DataLineWriter {
     private func flush() throws {
         guard !buffer.isEmpty else { return }
         do { try handle.write(contentsOf: buffer) } catch {
-            throw DataFileError.cannotWrite(file: path, reason: (error as NSError).localizedDescription)
+            throw DataFileError.cannotWrite(file: path, reason: FileProblem.cause(of: error, path: path))
         }
         buffer.removeAll(keepingCapacity: true)
     }

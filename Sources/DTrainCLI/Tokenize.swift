@@ -18,11 +18,13 @@ struct Tokenize: ParsableCommand {
     /// One `{"ids": [...], "tokens": N}` line per record, written in large chunks.
     func tokenize() throws {
         let tokenizer = try ModelAssets.load(path: model.model).tokenizer
-        let records = try JSONLReader(path: file).texts()
+        // The training pipeline's reader: gzip, a byte-order mark and CRLF are handled, and a bad
+        // line is an error naming its file and line.
+        var reader = try DataRecordReader(path: file ?? "-", options: ReaderOptions(format: .text))
         var out = ""
-        out.reserveCapacity(records.count * 64)
-        for rec in records {
-            let ids = tokenizer.encode(rec.text, addSpecialTokens: addSpecialTokens)
+        try reader.forEachRecord { _, result in
+            guard case .text(let text) = try result.get() else { return }
+            let ids = tokenizer.encode(text, addSpecialTokens: addSpecialTokens)
             out += "{\"ids\":[" + ids.map(String.init).joined(separator: ",") + "],\"tokens\":\(ids.count)}\n"
             if out.utf8.count > 1 << 20 {
                 FileHandle.standardOutput.write(Data(out.utf8))

@@ -1,3 +1,4 @@
+import DTrainCore
 import Foundation
 
 /// Whole-file writes that never leave a half-written file at the destination.
@@ -12,23 +13,23 @@ public enum AtomicFile {
     /// Writes `data` to a temporary file beside `path`, then `commit`s it.
     public static func write(_ data: Data, to path: String) throws {
         let dir = URL(fileURLWithPath: path).deletingLastPathComponent().path
-        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        try FileOperation.createDirectory(dir)
         let tmp = temporaryPath(for: path)
         let fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC, 0o644)
-        guard fd >= 0 else { throw CocoaError(.fileWriteNoPermission, userInfo: [NSFilePathErrorKey: tmp]) }
-        var ok = true
+        guard fd >= 0 else { throw FileError(path: path, action: "write", errno: errno) }
+        var failure: Int32 = 0
         data.withUnsafeBytes { raw in
             var done = 0
             while done < raw.count {
                 let n = Foundation.write(fd, raw.baseAddress! + done, raw.count - done)
-                if n <= 0 { ok = false; break }
+                if n <= 0 { failure = n < 0 ? errno : ENOSPC; break }
                 done += n
             }
         }
         close(fd)
-        guard ok else {
+        guard failure == 0 else {
             unlink(tmp)
-            throw CocoaError(.fileWriteOutOfSpace, userInfo: [NSFilePathErrorKey: path])
+            throw FileError(path: path, action: "write", errno: failure)
         }
         try commit(temporary: tmp, to: path)
     }
@@ -41,8 +42,9 @@ public enum AtomicFile {
         let synced = fd >= 0 && fsync(fd) == 0
         if fd >= 0 { close(fd) }
         guard synced, rename(tmp, path) == 0 else {
+            let code = errno
             unlink(tmp)
-            throw CocoaError(.fileWriteUnknown, userInfo: [NSFilePathErrorKey: path, NSLocalizedDescriptionKey: "cannot sync or rename \(tmp) to \(path)"])
+            throw FileError(path: path, action: "put in place (sync and rename \(tmp))", errno: code)
         }
         let dfd = open(URL(fileURLWithPath: path).deletingLastPathComponent().path, O_RDONLY)
         if dfd >= 0 { fsync(dfd); close(dfd) }

@@ -100,20 +100,11 @@ public struct ModelAssets {
         var bos = tokenizer.bosTokenID.map(tokenizer.tokenString)
         var eos = tokenizer.eosTokenID.map(tokenizer.tokenString)
         if let object = jsonObject(dir.appendingPathComponent("tokenizer_config.json")) {
-            source = object["chat_template"] as? String
-            if let list = object["chat_template"] as? [[String: Any]] {
-                source = (list.first { $0["name"] as? String == "default" } ?? list.first)?["template"] as? String
-            }
-            func token(_ key: String, _ fallback: String?) -> String? {
-                guard let value = object[key] else { return fallback }
-                if let s = value as? String { return s }
-                if let added = value as? [String: Any] { return added["content"] as? String }
-                return nil  // null: the model has none
-            }
-            bos = token("bos_token", bos)
-            eos = token("eos_token", eos)
-            pad = token("pad_token", nil).flatMap(tokenizer.id(of:))
-            unknown = token("unk_token", nil).flatMap(tokenizer.id(of:))
+            source = TokenizerConfigJSON.chatTemplate(object)
+            bos = TokenizerConfigJSON.token(object, "bos_token", default: bos)
+            eos = TokenizerConfigJSON.token(object, "eos_token", default: eos)
+            pad = TokenizerConfigJSON.token(object, "pad_token", default: nil).flatMap(tokenizer.id(of:))
+            unknown = TokenizerConfigJSON.token(object, "unk_token", default: nil).flatMap(tokenizer.id(of:))
         }
         if source == nil {
             source = try? String(contentsOf: dir.appendingPathComponent("chat_template.jinja"), encoding: .utf8)

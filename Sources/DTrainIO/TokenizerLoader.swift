@@ -9,6 +9,7 @@
 //   tokenizer.ggml.token_type    [int32] 1 normal, 3 control, 4 user-defined, ... (optional)
 //   tokenizer.ggml.pre           pre-tokenizer name (optional; absent = "default" = GPT-2's split)
 //   tokenizer.ggml.bos_token_id, .eos_token_id, .add_bos_token, .add_eos_token (optional)
+import DTrainCore
 import DTrainData
 import Foundation
 
@@ -106,10 +107,8 @@ public enum TokenizerLoader {
     }
 
     private static func read(_ url: URL) throws -> Data {
-        do {
-            return try Data(contentsOf: url)
-        } catch {
-            throw TokenizerLoaderError.unreadable(path: url.path, reason: error.localizedDescription)
+        do { return try FileOperation.read(url.path, mapped: false) } catch let error as FileError {
+            throw TokenizerLoaderError.unreadable(path: url.path, reason: error.cause)
         }
     }
 

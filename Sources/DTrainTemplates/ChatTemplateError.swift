@@ -27,7 +27,7 @@ public enum ChatTemplateError: Error, CustomStringConvertible, Equatable {
             return "unsupported \(construct) at line \(line), column \(column); expected the Jinja subset "
                 + "that Hugging Face chat templates use (for/if/set/namespace, the common filters, tests "
                 + "and Python string methods). HINT: rewrite that part of the template, or implement it "
-                + "in Sources/DTrainData/Templates."
+                + "in Sources/DTrainTemplates."
         case .runtime(let message, let line, let column):
             return "chat template error at line \(line), column \(column): \(message). HINT: check that "
                 + "the messages and variables have the fields and types the template expects."

@@ -1,6 +1,7 @@
 // What the `dtrain data` commands share with `train` and `eval`: the encoder built from a model's
 // assets, and the data options resolved from defaults, then a run config's `data:` section, then flags.
 
+import DTrainCore
 import DTrainData
 import DTrainIO
 import Foundation
@@ -52,8 +53,8 @@ public struct DataSettings {
             }
         }
         let text: String
-        do { text = try String(contentsOfFile: path, encoding: .utf8) } catch {
-            throw DataFileError.cannotOpen(file: path, reason: (error as NSError).localizedDescription)
+        do { text = String(decoding: try FileOperation.read(path, mapped: false), as: UTF8.self) } catch let error as FileError {
+            throw DataFileError.cannotOpen(file: path, reason: error.cause)
         }
         do {
             return try ConfigLoader.decode(RunFile.self, yaml: text, file: path, overrides: []).data?.options ?? DataSection().options

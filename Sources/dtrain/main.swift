@@ -1,4 +1,4 @@
 // The dtrain executable: the commands live in DTrainCLI.
 import DTrainCLI
 
-DTrain.main()
+DTrain.run()

@@ -38,12 +38,21 @@ import Testing
         let example = try encoder.encode(record)
         let masked = maskedText(example, smol.tokenizer)
         // The call and the final answer are trained; the tool's result is not.
-        #expect(masked.contains("[It") && masked.contains("get"), "\(masked)")
+        #expect(masked.contains("[It"), "\(masked)")
         let text = rendered.text
-        let bytes = Array(text.utf8)
-        let response = try #require(text.range(of: "{\"temp\": 21}"))
-        let start = text.utf8.distance(from: text.startIndex, to: response.lowerBound)
-        for span in rendered.lossSpans { #expect(!span.overlaps(start..<(start + 12)), "tool result in a loss span \(span) of \(bytes.count)") }
+        func byteRange(_ needle: String) throws -> Range<Int> {
+            let found = try #require(text.range(of: needle), "\(needle) not in \(text)")
+            let start = text.utf8.distance(from: text.startIndex, to: found.lowerBound)
+            return start..<(start + needle.utf8.count)
+        }
+        let call = try byteRange(#"{"name": "get_weather", "arguments": {"city": "Paris", "days": 2}}"#)
+        let answer = try byteRange("It is 21 degrees.")
+        let result = try byteRange("{\"temp\": 21}")
+        #expect(rendered.lossSpans.contains { $0.contains(call.lowerBound) && $0.contains(call.upperBound - 1) },
+                "the tool call \(call) is not inside one loss span: \(rendered.lossSpans)")
+        #expect(rendered.lossSpans.contains { $0.contains(answer.lowerBound) && $0.contains(answer.upperBound - 1) },
+                "the answer \(answer) is not inside one loss span: \(rendered.lossSpans)")
+        for span in rendered.lossSpans { #expect(!span.overlaps(result), "tool result \(result) in a loss span \(span)") }
     }
 
     @Test(arguments: ["tool", "ipython", "function"])

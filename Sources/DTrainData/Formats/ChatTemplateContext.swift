@@ -3,6 +3,7 @@
 // `chat_template`, `bos_token` and `eos_token` are then used together).
 
 import DTrainTemplates
+import DTrainCore
 import Foundation
 
 /// A chat template ready to render: the compiled template and the `bos_token` / `eos_token`
@@ -38,8 +39,8 @@ public struct ChatTemplateContext {
     /// keys (a null value means the model has none).
     public static func load(file path: String, defaultBOS: String?, defaultEOS: String?) throws -> ChatTemplateContext {
         let data: Data
-        do { data = try Data(contentsOf: URL(fileURLWithPath: path)) } catch {
-            throw ChatTemplateFileError.cannotRead(file: path, reason: (error as NSError).localizedDescription)
+        do { data = try FileOperation.read(path, mapped: false) } catch let error as FileError {
+            throw ChatTemplateFileError.cannotRead(file: path, reason: error.cause)
         }
         // A .json file, or any file that parses as a JSON object, is a tokenizer_config.json;
         // anything else is the template itself ("{%" or "{{" does not parse as JSON).
@@ -52,26 +53,9 @@ public struct ChatTemplateContext {
             }
             return try ChatTemplateContext(source: source, bosToken: defaultBOS, eosToken: defaultEOS, origin: path)
         }
-        let source: String
-        switch object["chat_template"] {
-        case let s as String:
-            source = s
-        case let list as [[String: Any]]:
-            // Several named templates: use "default", else the first.
-            let chosen = list.first { $0["name"] as? String == "default" } ?? list.first
-            guard let s = chosen?["template"] as? String else { throw ChatTemplateFileError.noTemplate(file: path) }
-            source = s
-        default:
-            throw ChatTemplateFileError.noTemplate(file: path)
-        }
-        func token(_ key: String, _ fallback: String?) -> String? {
-            guard let value = object[key] else { return fallback }
-            if let s = value as? String { return s }
-            if let added = value as? [String: Any], let s = added["content"] as? String { return s }
-            return nil  // null: the model has none
-        }
-        return try ChatTemplateContext(source: source, bosToken: token("bos_token", defaultBOS),
-                                       eosToken: token("eos_token", defaultEOS), origin: path)
+        guard let source = TokenizerConfigJSON.chatTemplate(object) else { throw ChatTemplateFileError.noTemplate(file: path) }
+        return try ChatTemplateContext(source: source, bosToken: TokenizerConfigJSON.token(object, "bos_token", default: defaultBOS),
+                                       eosToken: TokenizerConfigJSON.token(object, "eos_token", default: defaultEOS), origin: path)
     }
 
     /// Renders `turns`; a template error becomes the record's problem.
@@ -120,5 +104,28 @@ public enum ChatTemplateFileError: Error, CustomStringConvertible {
             return "\(f): no \"chat_template\" key; HINT: pass the model's tokenizer_config.json or a .jinja file"
         case .invalidTemplate(let origin, let r): return "\(origin): the chat template does not compile: \(r)"
         }
+    }
+}
+
+/// The fields of a Hugging Face `tokenizer_config.json` that dtrain reads, parsed one way for
+/// the model loader and for a template override alike.
+public enum TokenizerConfigJSON {
+    /// Its `chat_template`: a string, or of several named templates "default", else the first.
+    public static func chatTemplate(_ object: [String: Any]) -> String? {
+        switch object["chat_template"] {
+        case let s as String: return s
+        case let list as [[String: Any]]: return (list.first { $0["name"] as? String == "default" } ?? list.first)?["template"] as? String
+        default: return nil
+        }
+    }
+
+    /// A special token's string (`bos_token`, `eos_token`, `pad_token`, `unk_token`): a string
+    /// or an added-token object's `content`; `fallback` when the key is absent, nil when it is
+    /// null (the model has none).
+    public static func token(_ object: [String: Any], _ key: String, default fallback: String?) -> String? {
+        guard let value = object[key] else { return fallback }
+        if let s = value as? String { return s }
+        if let added = value as? [String: Any] { return added["content"] as? String }
+        return nil
     }
 }

@@ -2,6 +2,7 @@
 // (`.gz`, or any file starting with gzip's magic bytes 1f 8b), standard input for "-".
 
 import CZlib
+import DTrainCore
 import Foundation
 
 /// The whole contents of a data file, decompressed.
@@ -12,10 +13,8 @@ public enum DataFileBytes {
         if path == "-" {
             data = FileHandle.standardInput.readDataToEndOfFile()
         } else {
-            do {
-                data = try Data(contentsOf: URL(fileURLWithPath: path), options: .alwaysMapped)
-            } catch {
-                throw DataFileError.cannotOpen(file: path, reason: (error as NSError).localizedDescription)
+            do { data = try FileOperation.read(path) } catch let error as FileError {
+                throw DataFileError.cannotOpen(file: path, reason: error.cause)
             }
         }
         if isGzip(data) { return try gunzip(data, file: path) }

@@ -82,8 +82,9 @@ public struct DataRecordReader {
         try data.withUnsafeBytes { (all: UnsafeRawBufferPointer) in
             var lineNo = 0
             var records = 0
-            var start = 0
             let n = all.count
+            // A UTF-8 byte-order mark (Excel, Notepad) before the first line is skipped.
+            var start = n >= 3 && all[0] == 0xEF && all[1] == 0xBB && all[2] == 0xBF ? 3 : 0
             let base = all.baseAddress
             while start < n, let base {
                 let rest = n - start

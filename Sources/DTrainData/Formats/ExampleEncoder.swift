@@ -79,8 +79,8 @@ public struct TokenizedExample: Sendable, Equatable {
 public struct NoChatTemplateError: Error, Sendable, CustomStringConvertible {
     public let format: RecordFormat
     public var description: String {
-        "\(format) records are rendered with a chat template, but there is none; HINT: pass --chat-template FILE "
-            + "(a .jinja file or a tokenizer_config.json), or use a model whose files carry one"
+        "\(format) records are rendered with a chat template, but there is none; HINT: set data.chat_template (--chat-template FILE for the data commands and eval) "
+            + "to a .jinja file or a tokenizer_config.json, or use a model whose files carry one"
     }
 }
 

@@ -243,9 +243,9 @@ public enum RecordProblem: Sendable, Hashable, CustomStringConvertible {
             return "rendering the chat template failed: \(message)"
         case .assistantNotFound(let index, let reason):
             return "cannot find assistant message \(index) in the rendered text (\(reason)); HINT: the template rewrites "
-                + "assistant content, so loss spans cannot be located; set train_on_inputs or use another template"
+                + "assistant content, so loss spans cannot be located; set data.train_on_inputs: true or use another template (data.chat_template)"
         case .tooLong(let tokens, let limit):
-            return "\(tokens) tokens, over max_seq_len \(limit); HINT: set the length policy to truncate or drop"
+            return "\(tokens) tokens, over data.max_seq_len \(limit); HINT: set data.over_length to truncate or drop (--over-length for the data commands)"
         case .tokenOffsetsMismatch(let textBytes, let tokenBytes):
             return "the tokens spell \(tokenBytes) bytes but the text has \(textBytes); the tokenizer rewrites text, so loss spans cannot be aligned"
         }
@@ -297,7 +297,7 @@ public enum DataFileError: Error, Sendable, CustomStringConvertible {
         case .gzip(let f, let r): return "\(f): cannot decompress (\(r)); HINT: check the file with gzip -t"
         case .noChatTemplate(let format, let location):
             return "\(location): \(format) records are rendered with a chat template, but the model has none; "
-                + "HINT: pass --chat-template FILE (a .jinja file or a tokenizer_config.json)"
+                + "HINT: set data.chat_template (--chat-template FILE for the data commands and eval) to a .jinja file or a tokenizer_config.json"
         case .cannotWrite(let f, let r): return "\(f): cannot write (\(r))"
         }
     }

@@ -120,7 +120,7 @@ extension BPETokenizer {
         do {
             object = try JSONSerialization.jsonObject(with: data)
         } catch {
-            throw TokenizerError.invalidJSON(path: what, problem: "not valid JSON (\(error.localizedDescription))")
+            throw TokenizerError.invalidJSON(path: what, problem: "not valid JSON")
         }
         guard let dict = object as? [String: Any] else {
             throw TokenizerError.invalidJSON(path: what, problem: "top level is not an object")

@@ -118,7 +118,7 @@ public enum CheckpointFile {
         let start = Date()
         let url = URL(fileURLWithPath: path)
         let dir = url.deletingLastPathComponent().path
-        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        try FileOperation.createDirectory(dir)
         let tmp = AtomicFile.temporaryPath(for: path)
         let groups = [("weights", weights), ("adam_m", adamM), ("adam_v", adamV)]
         let tensorTable = specs.map { "\($0.name) \($0.shape.map(String.init).joined(separator: "x")) \($0.offset)" }.joined(separator: "\n")

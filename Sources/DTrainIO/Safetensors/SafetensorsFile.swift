@@ -1,3 +1,4 @@
+import DTrainCore
 import Foundation
 
 /// Errors reading a safetensors file or a Hugging Face model directory.
@@ -48,10 +49,8 @@ public final class SafetensorsFile {
 
     public init(path: String) throws {
         self.path = path
-        do {
-            data = try Data(contentsOf: URL(fileURLWithPath: path), options: .alwaysMapped)
-        } catch {
-            throw SafetensorsError.cannotOpen(path: path, reason: error.localizedDescription)
+        do { data = try FileOperation.read(path) } catch let error as FileError {
+            throw SafetensorsError.cannotOpen(path: path, reason: error.cause)
         }
         guard data.count >= 8 else { throw SafetensorsError.badHeader(path: path, reason: "only \(data.count) bytes") }
         let headerLen = data.withUnsafeBytes { Int(UInt64(littleEndian: $0.loadUnaligned(as: UInt64.self))) }

@@ -82,7 +82,7 @@ final class CheckpointState {
         let trainable = model.trainable!
         let manifest = CheckpointManifest(
             dtrainVersion: dtrainVersion, model: config.model, modelHash: modelHash,
-            method: config.method.rawValue, adapter: Trainer.adapterDescription(model),
+            method: config.method.rawValue, adapter: Trainer.adapterDescription(model.lora?.config),
             worldSize: comm.worldSize, threads: threads)
         let report = try CheckpointFile.write(
             to: path, manifest: manifest, progress: progress, config: config.yaml(), specs: trainable.specs,

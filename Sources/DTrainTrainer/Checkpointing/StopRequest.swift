@@ -1,6 +1,6 @@
 import Foundation
 
-/// The exit status of a run that stopped on request (SIGUSR1/SIGTERM) after writing a
+/// The exit status of a run that stopped on request (SIGUSR1/SIGTERM/SIGINT) after writing a
 /// checkpoint: "stopped, resume me" (BSD's EX_TEMPFAIL). The sbatch script requeues on it.
 public let stoppedForResumeExitCode: Int32 = 75
 
@@ -11,6 +11,16 @@ private let pendingSignal: UnsafeMutablePointer<sig_atomic_t> = {
     p.initialize(to: 0)
     return p
 }()
+
+// What the handler prints on a Ctrl-C that arrives while a stop is already under way (the rank
+// that speaks only; empty on the others), as bytes allocated before any handler is installed.
+private let repeatedInterruptMessage: UnsafeMutableBufferPointer<UInt8> = {
+    let text = Array("\ndtrain: already stopping: finishing the step's checkpoint, then exiting with status 75 (resume with --resume auto)\n".utf8)
+    let p = UnsafeMutableBufferPointer<UInt8>.allocate(capacity: text.count)
+    _ = p.initialize(from: text)
+    return p
+}()
+nonisolated(unsafe) private var repeatedInterruptSpeaks: sig_atomic_t = 0
 
 // A pipe the handler writes each SIGTERM's and SIGCONT's number to (one byte), waking the rescue
 // thread (`RescueCheckpointer`). Both ends are non-blocking: a full pipe never blocks a handler.
@@ -26,7 +36,7 @@ private let rescuePipe: UnsafeMutablePointer<Int32> = {
     return p
 }()
 
-/// Turns SIGUSR1 and SIGTERM into a request to stop at the next step boundary, where all ranks
+/// Turns SIGUSR1, SIGTERM and SIGINT (Ctrl-C) into a request to stop at the next step boundary, where all ranks
 /// agree (the flag travels in the step's first all-reduce), rank 0 writes a checkpoint, and the
 /// job exits with `stoppedForResumeExitCode`.
 ///
@@ -36,7 +46,7 @@ private let rescuePipe: UnsafeMutablePointer<Int32> = {
 /// Slurm begin a kill that may not wait for the next step boundary.
 public enum StopRequest {
     /// The signals that request a stop.
-    public static let signals: [Int32] = [SIGUSR1, SIGTERM]
+    public static let signals: [Int32] = [SIGUSR1, SIGTERM, SIGINT]
     /// The signals the handler takes: the stop requests, and SIGCONT, which only wakes the rescue
     /// thread (SIGTERM does both).
     static let handled: [Int32] = signals + [SIGCONT]
@@ -53,6 +63,9 @@ public enum StopRequest {
             action.__sigaction_handler.sa_handler = { signal in
                 // Only async-signal-safe work: a word store and write(2), with errno kept.
                 let savedErrno = errno
+                if signal == SIGINT && pendingSignal.pointee != 0 && repeatedInterruptSpeaks != 0 {
+                    _ = write(2, repeatedInterruptMessage.baseAddress, repeatedInterruptMessage.count)
+                }
                 if signal != SIGCONT { pendingSignal.pointee = signal }
                 if signal != SIGUSR1 {
                     var byte = UInt8(truncatingIfNeeded: signal)
@@ -70,6 +83,13 @@ public enum StopRequest {
         for s in handled { sigaddset(&unblock, s) }
         pthread_sigmask(SIG_UNBLOCK, &unblock, nil)
         installed = true
+    }
+
+    /// Whether this process says so when a Ctrl-C arrives while it is already stopping (rank 0:
+    /// the others stay quiet, so that a job prints it once).
+    public static func announceRepeatedInterrupts(_ speaks: Bool) {
+        _ = repeatedInterruptMessage.count
+        repeatedInterruptSpeaks = speaks ? 1 : 0
     }
 
     /// Puts the default actions back once the stop's checkpoint is written. mpirun answers the
@@ -111,6 +131,7 @@ public enum StopRequest {
         switch signal {
         case SIGUSR1: return "SIGUSR1"
         case SIGTERM: return "SIGTERM"
+        case SIGINT: return "SIGINT (Ctrl-C)"
         case SIGCONT: return "SIGCONT"
         default: return "signal \(signal)"
         }
@@ -125,12 +146,15 @@ public enum StopRequest {
 ///   arriving mid-accumulation);
 /// - `kill-in-checkpoint:0:S:N` — rank 0 kills itself while writing step S's checkpoint, after N
 ///   of its datasets;
+/// - `interrupt:R:S:N` — rank R sends itself SIGINT (Ctrl-C) in step S after N micro-batches;
+/// - `nan:R:S:L` — rank R puts a NaN into layer L's gradients (default 0) at the start of step
+///   S, so that step's gradient norm is not finite;
 /// - `stall:R:S:N` — rank R stops for 60 s in step S after N micro-batches (a step longer than a
 ///   launcher's grace period, so that a kill lands mid-step).
 ///
 /// `R:S` alone means `fail:R:S`.
 public struct FaultInjection: Equatable {
-    public enum Action: String { case fail, kill, signal, stall, killInCheckpoint = "kill-in-checkpoint" }
+    public enum Action: String { case fail, kill, signal, interrupt, stall, nan, killInCheckpoint = "kill-in-checkpoint" }
     public let action: Action
     public let rank: Int, step: Int, count: Int
 
@@ -157,6 +181,8 @@ public struct FaultInjection: Equatable {
         case .fail: if microDone == 0 { throw Failure(rank: rank, step: step) }
         case .kill: kill(getpid(), SIGKILL)
         case .signal: StopRequest.request(SIGUSR1)
+        case .interrupt: kill(getpid(), SIGINT)
+        case .nan: break  // taken by the step itself (it needs the gradients)
         case .stall:
             // Signals interrupt sleep; keep stalling until the deadline.
             let deadline = Date().addingTimeInterval(60)

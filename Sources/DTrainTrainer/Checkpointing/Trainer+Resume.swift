@@ -27,8 +27,8 @@ public struct ResumeMismatch: Error, CustomStringConvertible {
 extension Trainer {
     /// `r=8 alpha=16 rslora=false targets=q_proj,k_proj` for LoRA, empty for full fine-tuning:
     /// what must match for a checkpoint's adapters to load.
-    static func adapterDescription(_ model: LlamaModel) -> String {
-        guard let c = model.lora?.config else { return "" }
+    static func adapterDescription(_ lora: LoRAConfig?) -> String {
+        guard let c = lora else { return "" }
         return "r=\(c.rank) alpha=\(c.alpha) rslora=\(c.useRSLoRA) targets=\(c.targets.map(\.rawValue).joined(separator: ","))"
     }
 
@@ -48,29 +48,52 @@ extension Trainer {
     static let dataOrderKeys = ["seed", "batch.global_examples", "batch.global_tokens"]
 
     /// Why `reader` cannot continue this run, if it cannot.
-    func checkCompatible(_ reader: CheckpointReader, modelHash: String, model: LlamaModel, fingerprint: String) throws {
+    func checkCompatible(_ reader: CheckpointReader, modelHash: String, fingerprint: String) throws {
         let m = reader.manifest
         func mismatch(_ message: String) -> ResumeMismatch { ResumeMismatch(path: reader.path, message: message) }
         if m.modelHash != modelHash {
             throw mismatch("it was trained from another base model (\(m.model), \(m.modelHash)); this run's model \(config.model) is \(modelHash)")
         }
+        let changes = try checkConfigCompatible(reader)
+        if reader.progress.dataFingerprint != fingerprint {
+            throw mismatch("the training data differ from the checkpoint's (data.train, data.format, data.max_seq_len, the template or the tokenizer changed)")
+        }
+        if !changes.isEmpty {
+            say("resume: changed since the checkpoint: " + changes.map(\.description).joined(separator: "; "))
+        }
+    }
+
+    /// The part of `checkCompatible` that needs neither the model nor the data (method, adapter
+    /// shape, data order), so that `--resume PATH` is judged before they load. Returns the
+    /// config keys that changed and may.
+    func checkConfigCompatible(_ reader: CheckpointReader) throws -> [ConfigDiff.Change] {
+        let m = reader.manifest
+        func mismatch(_ message: String) -> ResumeMismatch { ResumeMismatch(path: reader.path, message: message) }
         if m.method != config.method.rawValue {
             throw mismatch("it was written by a \(m.method) run; this run's method is \(config.method.rawValue)")
         }
-        let adapter = Self.adapterDescription(model)
+        let adapter = Self.adapterDescription(config.method == .lora ? config.lora.coreConfig : nil)
         if m.adapter != adapter {
             throw mismatch("its LoRA adapter is \(m.adapter); this run's is \(adapter) (lora.r, lora.alpha, lora.rslora and lora.targets cannot change)")
-        }
-        if reader.progress.dataFingerprint != fingerprint {
-            throw mismatch("the training data differ from the checkpoint's (data.train, data.format, data.max_seq_len, the template or the tokenizer changed)")
         }
         let changes = ConfigDiff.changes(from: reader.config, to: config.yaml())
         if let fixed = changes.first(where: { Self.dataOrderKeys.contains($0.key) }) {
             throw mismatch("\(fixed.key) changed (\(fixed.old) -> \(fixed.new)); it fixes the data order the checkpoint's position refers to")
         }
-        if !changes.isEmpty {
-            say("resume: changed since the checkpoint: " + changes.map(\.description).joined(separator: "; "))
+        return changes
+    }
+
+    /// `--resume PATH`, judged on rank 0 before the model and data load: the file exists, is a
+    /// dtrain checkpoint, and fits this run's method, adapter and data order.
+    func precheckResume(_ path: String) throws {
+        var isDirectory: ObjCBool = false
+        guard FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory) else {
+            throw CheckpointError(path: path, message: "no such file (--resume takes `auto` or a checkpoint .h5 file)")
         }
+        if isDirectory.boolValue {
+            throw CheckpointError(path: path, message: "is a directory; --resume takes `auto` or a checkpoint .h5 file (e.g. \(path)/latest's target)")
+        }
+        _ = try checkConfigCompatible(try CheckpointReader(path: path))
     }
 
     /// Loads the checkpoint `source` names into the model, optimizer and `progress` on every
@@ -84,7 +107,6 @@ extension Trainer {
         var outcome = RestoreOutcome()
         if comm.rank == 0 {
             do {
-                checkpoints.directory.removeTemporaries()
                 let candidates: [String]
                 switch source {
                 case .auto: candidates = checkpoints.directory.list().map(\.path)
@@ -96,7 +118,7 @@ extension Trainer {
                     let reader: CheckpointReader
                     do {
                         reader = try CheckpointReader(path: path)
-                        try checkCompatible(reader, modelHash: checkpoints.modelHash, model: model, fingerprint: progress.dataFingerprint)
+                        try checkCompatible(reader, modelHash: checkpoints.modelHash, fingerprint: progress.dataFingerprint)
                         try reader.load(expected: trainable.specs, weights: trainable.weights, adamM: optimizer.m, adamV: optimizer.v)
                     } catch let error as CheckpointError where source == .auto {
                         printError("warning: resume: skipping \(path): \(error.message)")
@@ -113,8 +135,11 @@ extension Trainer {
                 if outcome.progress == nil && skipped > 0 {
                     throw CheckpointError(path: checkpoints.directory.url.path, message: "none of the \(skipped) checkpoint(s) verifies (see the warnings); nothing to resume from")
                 }
+                // Accepted: only now is anything in the output directory touched (the partial
+                // files of a write that was killed).
+                checkpoints.directory.removeTemporaries()
             } catch {
-                outcome = RestoreOutcome(progress: nil, rejection: "\(error)")
+                outcome = RestoreOutcome(progress: nil, rejection: userFacingDescription(error))
             }
         }
         try comm.broadcast(&outcome, root: 0)
@@ -123,19 +148,16 @@ extension Trainer {
         if comm.worldSize > 1 {
             for buffer in [trainable.weights, optimizer.m, optimizer.v] { comm.broadcast(buffer.base, count: buffer.count, root: 0) }
         }
-        // Where training stands; the run's own seed, data fingerprint and step count stay.
-        progress.step = p.step
-        progress.epoch = p.epoch
-        progress.stepInEpoch = p.stepInEpoch
-        progress.tokensSeen = p.tokensSeen
+        // Where training stands comes from the checkpoint; the run's own seed, data fingerprint
+        // and length stay (checkCompatible held the first two equal; the length may have grown),
+        // and no validation has run in this process yet.
+        let own = progress
+        progress = p
+        progress.seed = own.seed
+        progress.dataFingerprint = own.dataFingerprint
+        progress.totalSteps = own.totalSteps
+        progress.valLoss = own.valLoss
         optimizer.step = p.optimizerStep
-        progress.optimizerStep = optimizer.step
-        progress.bestMetric = p.bestMetric
-        progress.bestStep = p.bestStep
-        progress.sinceImprovement = p.sinceImprovement
-        progress.initialValLoss = p.initialValLoss
-        progress.elapsedSeconds = p.elapsedSeconds
-        progress.learningRate = p.learningRate
         checkpoints.lastStep = progress.step
         return true
     }

@@ -27,6 +27,13 @@ public enum ConfigError: Error, CustomStringConvertible, Equatable {
     }
 }
 
+/// A config path with a leading `~` or `~/` taken as the user's home directory ($HOME), as a
+/// shell would; YAML values never pass through one.
+func expandingTilde(_ path: String) -> String {
+    guard path == "~" || path.hasPrefix("~/"), let home = ProcessInfo.processInfo.environment["HOME"], !home.isEmpty else { return path }
+    return home + path.dropFirst()
+}
+
 func lastComponent(_ key: String) -> String { key.split(separator: ".").last.map(String.init) ?? key }
 
 /// Levenshtein distance, for "did you mean" hints.
@@ -67,18 +74,41 @@ extension Decoder {
 }
 
 extension KeyedDecodingContainer {
-    /// The value at `key`, or `fallback` when absent or null; a wrong type names the key.
+    /// The value at `key`, or `fallback` when absent or null; a wrong type or a non-finite number
+    /// names the key.
     func value<T: Decodable>(_ key: Key, or fallback: T, _ expected: String) throws -> T {
-        do { return try decodeIfPresent(T.self, forKey: key) ?? fallback } catch let e as ConfigError { throw e } catch {
-            throw ConfigError.wrongType(key: (codingPath.map(\.stringValue) + [key.stringValue]).joined(separator: "."), expected: expected)
+        let value: T
+        do { value = try decodeIfPresent(T.self, forKey: key) ?? fallback } catch let e as ConfigError { throw e } catch {
+            throw ConfigError.wrongType(key: dotted(key), expected: expected)
         }
+        try requireFinite(value, key)
+        return value
     }
 
-    /// An optional value; a wrong type names the key.
+    /// An optional value; a wrong type or a non-finite number names the key.
     func optional<T: Decodable>(_ key: Key, _ expected: String) throws -> T? {
-        do { return try decodeIfPresent(T.self, forKey: key) } catch let e as ConfigError { throw e } catch {
-            throw ConfigError.wrongType(key: (codingPath.map(\.stringValue) + [key.stringValue]).joined(separator: "."), expected: expected)
+        let value: T?
+        do { value = try decodeIfPresent(T.self, forKey: key) } catch let e as ConfigError { throw e } catch {
+            throw ConfigError.wrongType(key: dotted(key), expected: expected)
         }
+        if let value { try requireFinite(value, key) }
+        return value
+    }
+
+    private func dotted(_ key: Key) -> String { (codingPath.map(\.stringValue) + [key.stringValue]).joined(separator: ".") }
+
+    /// YAML reads `nan`, `.inf` and `1e39` (too large for a Float) as numbers; none is a setting
+    /// any key means, and a NaN learning rate would train a NaN model without a word.
+    private func requireFinite<T>(_ value: T, _ key: Key) throws {
+        let bad: String?
+        switch value {
+        case let f as Float: bad = f.isFinite ? nil : "\(f)"
+        case let d as Double: bad = d.isFinite ? nil : "\(d)"
+        case let list as [Float]: bad = list.allSatisfy(\.isFinite) ? nil : "\(list)"
+        case let list as [Double]: bad = list.allSatisfy(\.isFinite) ? nil : "\(list)"
+        default: bad = nil
+        }
+        if let bad { throw ConfigError.invalid(key: dotted(key), message: "must be a finite number, got \(bad)") }
     }
 
     /// One string or a list of strings.

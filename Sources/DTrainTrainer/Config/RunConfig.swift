@@ -41,11 +41,11 @@ public struct RunConfig: Codable, Equatable {
         guard let model: String = try c.optional(.model, "a path to a .gguf file or a model directory") else {
             throw ConfigError.missing(key: "model", expected: "a path to a .gguf file or a Hugging Face model directory")
         }
-        self.model = model
+        self.model = expandingTilde(model)
         let d = Self(model: model)  // every default is the property initialiser's
         method = try c.value(.method, or: d.method, "full or lora")
         seed = try c.value(.seed, or: d.seed, "a non-negative integer")
-        outputDir = try c.value(.outputDir, or: d.outputDir, "a directory path")
+        outputDir = expandingTilde(try c.value(.outputDir, or: d.outputDir, "a directory path"))
         threads = try c.optional(.threads, "an integer (threads per rank)")
         recompute = try c.value(.recompute, or: d.recompute, "true or false")
         data = try c.value(.data, or: DataSection(), "a section")
@@ -62,8 +62,8 @@ public struct RunConfig: Codable, Equatable {
     /// Loads a YAML file and applies `--set` overrides.
     public static func load(path: String, overrides: [String] = []) throws -> RunConfig {
         let text: String
-        do { text = try String(contentsOfFile: path, encoding: .utf8) } catch {
-            throw ConfigError.unreadable(file: path, reason: (error as NSError).localizedDescription)
+        do { text = String(decoding: try FileOperation.read(path, mapped: false), as: UTF8.self) } catch let error as FileError {
+            throw ConfigError.unreadable(file: path, reason: error.cause)
         }
         return try ConfigLoader.decode(RunConfig.self, yaml: text, file: path, overrides: overrides)
     }
@@ -113,18 +113,22 @@ public struct RunConfig: Codable, Equatable {
         if let t = threads, t < 1 { throw bad("threads", "must be at least 1") }
     }
 
-    /// Checks that every file the run reads exists (the model, the data files).
+    /// Checks that every file the run reads can be read (the model, the data files, the
+    /// template) and that `output_dir` is, or can become, a writable directory.
     public func checkFiles() throws {
         guard FileManager.default.fileExists(atPath: model) else {
             throw ConfigError.invalid(key: "model", message: "\(model): no such file or directory. HINT: bash launch/fetch-model.sh prints the demo model's path")
         }
         for (key, paths) in [("data.train", data.train), ("data.validation", data.validation ?? [])] {
-            for path in paths where !FileManager.default.fileExists(atPath: path) {
-                throw ConfigError.invalid(key: key, message: "\(path): no such file")
+            for path in paths {
+                if let problem = FileProblem.readProblem(path) { throw ConfigError.invalid(key: key, message: "\(path): \(problem)") }
             }
         }
-        if let t = data.chatTemplate, !FileManager.default.fileExists(atPath: t) {
-            throw ConfigError.invalid(key: "data.chat_template", message: "\(t): no such file")
+        if let t = data.chatTemplate, let problem = FileProblem.readProblem(t) {
+            throw ConfigError.invalid(key: "data.chat_template", message: "\(t): \(problem)")
+        }
+        if let problem = FileProblem.directoryProblem(outputDir) {
+            throw ConfigError.invalid(key: "output_dir", message: "\(outputDir): \(problem)")
         }
     }
 
@@ -180,15 +184,15 @@ public struct DataSection: Codable, Equatable {
         try decoder.rejectUnknownKeys(CodingKeys.self)
         let c = try decoder.container(keyedBy: CodingKeys.self)
         let d = DataSection()
-        train = try c.stringList(.train) ?? []
-        validation = try c.stringList(.validation)
+        train = (try c.stringList(.train) ?? []).map(expandingTilde)
+        validation = try c.stringList(.validation)?.map(expandingTilde)
         validationFraction = try c.value(.validationFraction, or: d.validationFraction, "a fraction in [0, 1)")
         format = try c.value(.format, or: d.format, "auto, text, prompt_completion, chat or instruction")
         let formats = ["auto"] + RecordFormat.allCases.map(\.rawValue)
         guard formats.contains(format) else { throw ConfigError.invalid(key: "data.format", message: "expected one of \(formats), got '\(format)'") }
         columns = try c.value(.columns, or: d.columns, "a mapping of column names")
         roles = try c.value(.roles, or: d.roles, "a mapping of role names")
-        chatTemplate = try c.optional(.chatTemplate, "a path to a .jinja file or tokenizer_config.json")
+        chatTemplate = (try c.optional(.chatTemplate, "a path to a .jinja file or tokenizer_config.json") as String?).map(expandingTilde)
         maxSeqLen = try c.value(.maxSeqLen, or: d.maxSeqLen, "an integer (tokens)")
         overLength = try c.value(.overLength, or: d.overLength, "truncate, drop or error")
         guard LengthPolicy(rawValue: overLength) != nil else {

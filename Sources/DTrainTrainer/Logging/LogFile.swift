@@ -1,5 +1,6 @@
 // Plumbing shared by the run logger's writers: a typed error and an append-only file that hands
 // each chunk to the kernel in one go, so a crash of the process loses nothing already written.
+import DTrainCore
 import Foundation
 
 /// Why a log or event file could not be created, rewritten or written.
@@ -32,7 +33,7 @@ func ensureDirectory(_ directory: URL) throws {
     do {
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
     } catch {
-        throw LoggingError.cannotCreateDirectory(path: directory.path, reason: "\(error)")
+        throw LoggingError.cannotCreateDirectory(path: directory.path, reason: FileProblem.cause(of: error, path: directory.path, wantDirectory: true))
     }
 }
 

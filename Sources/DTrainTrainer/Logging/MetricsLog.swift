@@ -3,6 +3,7 @@
 //
 //     {"kind":"train","step":120,"loss":2.1345,"lr":0.00029,"grad_norm":0.81,"tokens_per_s":1120,"elapsed_s":110.4,"tokens":122880}
 //     {"kind":"val","step":200,"val_loss":2.0412,"val_ppl":7.7004}
+import DTrainCore
 import Foundation
 
 /// Appends training and validation metrics to `metrics.jsonl`, one line per call.
@@ -131,7 +132,7 @@ public final class MetricsLog {
         do {
             data = try Data(contentsOf: url)
         } catch {
-            throw LoggingError.cannotRewrite(path: url.path, reason: "\(error)")
+            throw LoggingError.cannotRewrite(path: url.path, reason: FileProblem.cause(of: error, path: url.path))
         }
         var kept = Data()
         var dropped = 0
@@ -162,7 +163,7 @@ public final class MetricsLog {
         } catch let error as LoggingError {
             throw error
         } catch {
-            throw LoggingError.cannotRewrite(path: url.path, reason: "\(error)")
+            throw LoggingError.cannotRewrite(path: url.path, reason: FileProblem.cause(of: error, path: url.path))
         }
         return dropped
     }

@@ -69,8 +69,10 @@ extension Trainer {
             print("dtrain: \(comm.worldSize) rank(s) x \(threads) thread(s); \(MachineKernels.summary); effective config:")
             if let warning = MachineKernels.warning { printError("warning: \(warning)") }
             print(cfg.yaml())
-            try FileManager.default.createDirectory(at: outDir, withIntermediateDirectories: true)
-            try AtomicFile.write(Data(cfg.yaml().utf8), to: outDir.appendingPathComponent("config.yaml").path)
+        }
+        // A checkpoint named by --resume is judged before the slow part.
+        if case .path(let path)? = resume {
+            try agreeOnSetup { if isRoot { try precheckResume(path) } }
         }
 
         // Model and data: every rank loads both (deterministically), then checks it holds what rank 0 holds.
@@ -114,7 +116,19 @@ extension Trainer {
         let checkpoints = CheckpointState(config: cfg, comm: comm, threads: threads, model: model, optimizer: optimizer,
                                           modelHash: baseHash) { [log] in log.say($0) }
         let resumed = try resume.map { try restore(from: $0, into: &progress, model: model, optimizer: optimizer, checkpoints: checkpoints) } ?? false
+        // Nothing in the output directory changes until here, where a resume has been accepted:
+        // the saved config describes the checkpoints beside it.
+        try agreeOnSetup {
+            guard isRoot else { return }
+            try FileOperation.createDirectory(outDir.path, key: "output_dir")
+            try AtomicFile.write(Data(cfg.yaml().utf8), to: outDir.appendingPathComponent("config.yaml").path)
+        }
         say("training: \(totalSteps) steps (\(stepsPerEpoch) per epoch), \(cfg.batch.globalExamples.map { "\($0) examples" } ?? "\(cfg.batch.globalTokens!) tokens") per step, micro-batch \(cfg.batch.micro) per rank")
+        if isRoot {
+            for warning in Self.scheduleWarnings(cfg, totalSteps: totalSteps, fromStep: progress.step, hasValidation: !data.validation.isEmpty) {
+                printError("warning: \(warning)")
+            }
+        }
         try log.open(directory: outDir, tensorboard: cfg.logging.tensorboard, resumedStep: resumed ? progress.step : nil)
 
         var summary = TrainSummary(totalSteps: totalSteps, outputDir: cfg.outputDir)
@@ -125,6 +139,24 @@ extension Trainer {
                            builder: BatchBuilder(maxSeqLen: cfg.data.maxSeqLen, packing: cfg.data.packing), reducer: reducer,
                            optimizer: optimizer, checkpoints: checkpoints, outputDirectory: outDir, resumed: resumed,
                            progress: progress, summary: summary)
+    }
+
+    /// Settings that cannot act as written in a run of `totalSteps` steps (resumed after
+    /// `fromStep`): said once, at start.
+    static func scheduleWarnings(_ cfg: RunConfig, totalSteps: Int, fromStep: Int, hasValidation: Bool) -> [String] {
+        var warnings: [String] = []
+        if cfg.schedule.warmupSteps > totalSteps {
+            warnings.append("schedule.warmup_steps (\(cfg.schedule.warmupSteps)) exceeds the run's \(totalSteps) steps: the learning rate never reaches optim.lr (\(cfg.optim.lr))")
+        }
+        if hasValidation && cfg.eval.everySteps > totalSteps {
+            warnings.append("eval.every_steps (\(cfg.eval.everySteps)) exceeds the run's \(totalSteps) steps: validation runs only at the end")
+        }
+        let every = cfg.checkpoint.everySteps
+        if every > 0 && (fromStep / every + 1) * every >= totalSteps && fromStep < totalSteps {
+            warnings.append("checkpoint.every_steps (\(every)) never fires before the run ends at step \(totalSteps): only the final checkpoint is written"
+                + (cfg.checkpoint.everyMinutes > 0 ? " (and those of checkpoint.every_minutes)" : ""))
+        }
+        return warnings
     }
 
     /// Every rank must start from the same weights: compare each rank's hash with rank 0's.
@@ -162,7 +194,7 @@ extension Trainer {
         guard flag[0] > 0 else { return try result.get() }
         let first = comm.worldSize - flag[0]
         var message = ""
-        if case .failure(let error) = result, comm.rank == first { message = "\(error)" }
+        if case .failure(let error) = result, comm.rank == first { message = userFacingDescription(error) }
         comm.broadcast(&message, root: first)
         throw SetupFailure(message: first == 0 ? message : "rank \(first): \(message)")
     }

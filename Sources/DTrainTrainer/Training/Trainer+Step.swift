@@ -35,6 +35,12 @@ extension Trainer {
         let stepStart = now()
         let globalLabelled = Double(max(1, labelled))
         model.zeroGrads()
+        if let fault, fault.action == .nan, fault.rank == comm.rank, fault.step == step + 1 {
+            // Backward adds into the gradients, so the NaN survives into the norm (and, through
+            // the all-reduce, reaches every rank).
+            let layers = GradientReducer.layerRanges(model: model)
+            run.trainable.grads.base[layers[min(fault.count, layers.count - 1)].lowerBound] = .nan
+        }
         run.reducer?.beginStep()
         var lossSum = 0.0, localTokens = 0
         for (i, examples) in micro.enumerated() {
@@ -55,6 +61,15 @@ extension Trainer {
         run.reducer?.recordBackwardEnds(totals[2...])
         beforeUpdate()
         let norm = AdamWState.norm(grads)
+        // The loss and the norm are all-reduced, the same on every rank: all stop here alike.
+        let meanLoss = totals[0] / globalLabelled
+        if !meanLoss.isFinite || !norm.isFinite {
+            let first = run.trainable.specs.first { spec in
+                UnsafeBufferPointer(start: grads.pointer(at: spec.offset), count: spec.count).contains { !$0.isFinite }
+            }
+            throw NonFiniteStep(step: step + 1, loss: meanLoss, gradNorm: norm, firstNonFiniteGradient: first?.name,
+                                lastCheckpointStep: run.checkpoints.lastStep)
+        }
         let clip: Float = cfg.optim.gradClip > 0 && norm > Double(cfg.optim.gradClip) ? cfg.optim.gradClip / Float(norm) : 1
         let lr = cfg.schedule.lr(step: step + 1, total: run.totalSteps, peak: cfg.optim.lr)
         run.optimizer.update(params: run.trainable.weights, grads: grads, lr: lr, hyper: cfg.optim.hyper, gradScale: clip)
@@ -69,7 +84,7 @@ extension Trainer {
         run.summary.tokens += Int(totals[1])
         let eta = ProgressLine.estimatedRemaining(stepsLeft: run.totalSteps - run.progress.step, stepsTimed: max(run.sessionSteps - 1, 1),
                                                   secondsTimed: run.sessionSteps > 1 ? run.timedSeconds : dt)
-        let line = ProgressLine(step: run.progress.step, totalSteps: run.totalSteps, loss: totals[0] / globalLabelled,
+        let line = ProgressLine(step: run.progress.step, totalSteps: run.totalSteps, loss: meanLoss,
                                 learningRate: Double(lr), gradNorm: norm, stepSeconds: dt, tokensPerSecond: totals[1] / dt,
                                 etaSeconds: eta, elapsedSeconds: run.elapsedBefore + now() - run.sessionStart)
         log.step(line, tokens: run.summary.tokens, epoch: run.progress.epoch, everySteps: cfg.logging.everySteps)

@@ -198,6 +198,26 @@ public final class Trainer {
     }
 }
 
+/// A step whose loss or global gradient norm is not finite. Every rank sees the same all-reduced
+/// numbers and throws it at the same step, before the optimizer update: the weights, the
+/// checkpoints (`latest` names the last good one), `best/` and `final/` stay as they were.
+public struct NonFiniteStep: Error, CustomStringConvertible {
+    public let step: Int
+    public let loss: Double
+    public let gradNorm: Double
+    /// The first trainable tensor, in layout order, whose gradient holds a NaN or an infinity.
+    public let firstNonFiniteGradient: String?
+    /// The step of the newest checkpoint, 0 when none was written.
+    public let lastCheckpointStep: Int
+
+    public var description: String {
+        let tensor = firstNonFiniteGradient.map { " (first non-finite gradient: \($0))" } ?? ""
+        let kept = lastCheckpointStep > 0 ? "checkpoints/latest is still step \(lastCheckpointStep)" : "no checkpoint had been written yet"
+        return "step \(step): the loss is \(loss) and the gradient norm is \(gradNorm)\(tensor); training stopped before the update, "
+            + "nothing of this step was written and \(kept). HINT: lower optim.lr, set optim.grad_clip, or raise schedule.warmup_steps"
+    }
+}
+
 /// A config, model, data or checkpoint problem found before the first step. Every rank throws it
 /// alike; the train command exits with status 2 on every rank and rank 0 alone prints `message`.
 public struct SetupFailure: Error, CustomStringConvertible {
