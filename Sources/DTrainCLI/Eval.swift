@@ -46,13 +46,11 @@ struct Eval: ParsableCommand {
         ComputeThreads.configure(threads.resolved)
         let options = try settings.resolve()
         let assets = try ModelAssets.load(path: model.model)
-        let config = try assets.requireConfig()
+        _ = try assets.requireConfig()  // a directory without config.json fails before the data is read
         let encoder = try makeDataEncoder(assets: assets, options: options)
         let encoded = try DataLoader.load(paths: data, encoder: encoder, options: options, keepText: false)
-        let params = try assets.loadWeights()
-        let llama = LlamaModel(config: config, params: params)
-        let weights = try LossEvaluation.applyWeights(adapter: adapter, checkpoint: checkpoint, to: llama,
-                                                      modelPath: model.model, baseHash: Trainer.hash(params))
+        let tuned = try TunedModel.load(assets: assets, adapter: adapter, checkpoint: checkpoint)
+        let llama = tuned.model, weights = tuned.weights
         let report = encoded.report
         if report.invalidCount + report.truncated + report.droppedTooLong + report.droppedNoLoss > 0 {
             printError("eval: \(report.invalidCount) invalid records skipped, \(report.truncated) truncated to \(options.maxSeqLen) tokens, "

@@ -99,6 +99,27 @@ public final class LlamaModel {
         markAdapters(&mlpInputs); markAdapters(&mlpOutput)
     }
 
+    /// Adds each adapter's scale · B·A into the weight it wraps and drops the adapters (and the
+    /// training state): the model then computes what base and adapters did, with no adapter
+    /// work per token. For inference and export only.
+    public func mergeAdapters() {
+        guard let lora else { return }
+        let p = params.base, r = lora.config.rank
+        for l in 0..<config.numLayers {
+            for t in LoRATarget.allCases {
+                guard let slot = lora.slots[l][t.index] else { continue }
+                let (IC, OC) = t.dims(config)
+                // W (OC, IC) += scale · B (OC, r) · A (r, IC)
+                Parallel.sgemm(false, false, OC, IC, r, lora.config.scale, lora.weights.pointer(at: slot.b), r,
+                               lora.weights.pointer(at: slot.a), IC, 1, p + layout.layers[l].weight(t), IC)
+            }
+        }
+        self.lora = nil
+        method = nil
+        attentionInputs.adapted = []; attentionOutput.adapted = []
+        mlpInputs.adapted = []; mlpOutput.adapted = []
+    }
+
     /// The trainable parameters, their gradients and their names, as one flat range each.
     public var trainable: (weights: FloatBuffer, grads: FloatBuffer, specs: [ParameterSpec])? {
         switch method {

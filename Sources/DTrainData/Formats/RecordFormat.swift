@@ -103,6 +103,22 @@ public enum DataRecord: Sendable, Hashable {
         }
     }
 
+    /// The record as a prompt to answer and its reference answer, for generating and scoring
+    /// answers: a prompt/completion's prompt and completion, an instruction with its output, a
+    /// chat up to its last assistant message and that message's content. The question is a
+    /// record to render with `ExampleEncoder.render(_:addGenerationPrompt: true)`. A text, or a
+    /// chat with no assistant message, is a prompt to continue with no reference (nil).
+    public var questionAndAnswer: (question: DataRecord, answer: String?) {
+        switch self {
+        case .text: return (self, nil)
+        case .promptCompletion(_, let c): return (self, c)
+        case .instruction(_, _, let output): return (self, output)
+        case .chat(let turns):
+            guard let last = turns.lastIndex(where: { $0.role == "assistant" }) else { return (self, nil) }
+            return (.chat(Array(turns[..<last])), turns[last].content)
+        }
+    }
+
     /// The record's strings joined by newlines: what near-duplicate detection compares. A chat's
     /// system messages are left out (a system prompt shared by many records would make short,
     /// different conversations look alike).
