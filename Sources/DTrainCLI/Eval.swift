@@ -24,7 +24,13 @@ struct Eval: ParsableCommand {
     @OptionGroup var dataFlags: DataFlags
     @Option(help: "Maximum sequence length in tokens (data.max_seq_len; default \(DataSection().maxSeqLen)).") var maxSeqLen: Int?
     @Option(help: "Examples per forward pass.") var batch = 4
-    @Flag(help: "Print one JSON object on stdout (records, tokens, loss, perplexity, per_record).") var json = false
+    @Flag(help: "Print one JSON object on stdout (records, tokens, loss, perplexity, the task metrics, per_record).") var json = false
+    @Option(help: "Classify by log-likelihood among these labels (comma-separated); the gold label is each record's answer, trimmed.")
+    var labels: String?
+    @Flag(help: "Report the base model beside the tuned one (same data, same metrics).") var compareBase = false
+    @Option(help: "Most tokens generated per answer for the task metrics (default: twice the longest reference's tokens plus 8, at most 512).")
+    var maxNewTokens: Int?
+    @Flag(help: "Report the loss only: generate no answers.") var lossOnly = false
     @OptionGroup var threads: ThreadOptions
 
     func run() throws {
@@ -34,12 +40,20 @@ struct Eval: ParsableCommand {
             guard adapter == nil || checkpoint == nil else {
                 throw ValidationError("--adapter and --checkpoint: give one of them, an adapter directory or a checkpoint file")
             }
+            if let maxNewTokens, maxNewTokens <= 0 { throw ValidationError("--max-new-tokens \(maxNewTokens): expected a positive number") }
+            if let labels, parsedLabels(labels).count < 2 {
+                throw ValidationError("--labels \(labels): expected at least two comma-separated labels")
+            }
             try evaluate()
         }
     }
 
+    func parsedLabels(_ text: String) -> [String] {
+        text.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
+    }
+
     /// Loads the model, applies --adapter or --checkpoint, encodes the data as training does and
-    /// prints the losses.
+    /// prints the losses and task metrics (for the base model too with --compare-base).
     func evaluate() throws {
         var settings = try dataFlags.settings()
         settings.maxSeqLen = maxSeqLen
@@ -49,37 +63,101 @@ struct Eval: ParsableCommand {
         _ = try assets.requireConfig()  // a directory without config.json fails before the data is read
         let encoder = try makeDataEncoder(assets: assets, options: options)
         let encoded = try DataLoader.load(paths: data, encoder: encoder, options: options, keepText: false)
-        let tuned = try TunedModel.load(assets: assets, adapter: adapter, checkpoint: checkpoint)
-        let llama = tuned.model, weights = tuned.weights
+        let positions = assets.config!.maxPositionEmbeddings
+        let questions = lossOnly ? [] : try QuestionLoader.load(paths: data, encoder: encoder, options: options,
+                                                                 maxPromptTokens: positions - 1).questions
         let report = encoded.report
         if report.invalidCount + report.truncated + report.droppedTooLong + report.droppedNoLoss > 0 {
             printError("eval: \(report.invalidCount) invalid records skipped, \(report.truncated) truncated to \(options.maxSeqLen) tokens, "
                        + "\(report.droppedTooLong + report.droppedNoLoss) dropped (too long, or no token left that carries loss)")
         }
-        let T = max(2, min(options.maxSeqLen, encoded.examples.map(\.ids.count).max() ?? 2))
-        let start = now()
-        let result = LossEvaluation.evaluate(model: llama, data: encoded, seqLen: T, perPass: batch)
-        let seconds = now() - start
+        let tuned = try TunedModel.load(assets: assets, adapter: adapter, checkpoint: checkpoint)
+        let newTokens = maxNewTokens ?? min(512, 8 + 2 * (questions.compactMap(\.answer).map { assets.tokenizer.encode($0).count }.max() ?? 0))
+        var reports = [try score(tuned.model, weights: tuned.weights, encoded: encoded, encoder: encoder, questions: questions,
+                                 options: options, newTokens: newTokens, stopTokens: assets.stopTokenIDs)]
+        if compareBase {
+            let base = try TunedModel.load(assets: assets, adapter: nil, checkpoint: nil)
+            reports.append(try score(base.model, weights: base.weights, encoded: encoded, encoder: encoder, questions: questions,
+                                     options: options, newTokens: newTokens, stopTokens: assets.stopTokenIDs))
+        }
         if json {
-            let perRecord = result.records.map { r -> [String: Any] in
+            var top = reports[0].json
+            top["invalid"] = report.invalidCount; top["truncated"] = report.truncated
+            top["dropped"] = report.droppedTooLong + report.droppedNoLoss
+            if compareBase { top["base"] = reports[1].json }
+            print(jsonLine(top))
+            return
+        }
+        for r in reports { r.printText() }
+        if compareBase {
+            let keys = ["loss", "perplexity", "exact_match", "token_f1", "rouge_l", "bleu", "accuracy", "macro_f1"]
+            print("\n" + "metric".padding(toLength: 12, withPad: " ", startingAt: 0) + "      base     tuned")
+            for key in keys {
+                guard let t = reports[0].json[key] as? Double, let b = reports[1].json[key] as? Double else { continue }
+                print(key.padding(toLength: 12, withPad: " ", startingAt: 0) + String(format: " %9.4f %9.4f", b, t))
+            }
+        }
+    }
+
+    /// One model's loss, task metrics and per-record results.
+    struct ModelReport {
+        let weights: String
+        let loss: EvalResult
+        let tasks: TaskScores
+        let seconds: Double
+        let tokens: Int
+
+        var json: [String: Any] {
+            let l = loss
+            let perRecord = l.records.map { r -> [String: Any] in
                 // JSON has no NaN: a record with no token that carries loss has a null loss.
                 var o: [String: Any] = ["index": r.index, "tokens": r.tokens, "loss": r.tokens > 0 ? r.loss : NSNull()]
-                if let l = r.location { o["file"] = l.file; o["line"] = l.line }
+                if let loc = r.location { o["file"] = loc.file; o["line"] = loc.line }
                 return o
             }
-            print(jsonLine(["records": result.records.count, "tokens": result.tokens, "loss": result.tokens > 0 ? result.loss : NSNull(),
-                            "perplexity": result.tokens > 0 ? result.perplexity : NSNull(), "per_record": perRecord, "weights": weights,
-                            "invalid": report.invalidCount, "truncated": report.truncated,
-                            "dropped": report.droppedTooLong + report.droppedNoLoss] as [String: Any]))
-        } else {
-            print("eval: \(model.model) with \(weights)")
-            for r in result.records {
+            var o: [String: Any] = ["records": l.records.count, "tokens": l.tokens, "loss": l.tokens > 0 ? l.loss : NSNull(),
+                                    "perplexity": l.tokens > 0 ? l.perplexity : NSNull(), "per_record": perRecord, "weights": weights]
+            o.merge(tasks.json) { a, _ in a }
+            if !tasks.answers.isEmpty {
+                o["answers"] = tasks.answers.map { ["index": $0.index, "file": $0.location.file, "line": $0.location.line,
+                                                    "prediction": $0.prediction, "reference": $0.reference] as [String: Any] }
+            }
+            return o
+        }
+
+        func printText() {
+            print("eval: with \(weights)")
+            for r in loss.records {
                 let place = r.location.map { "\($0.file):\($0.line)" } ?? "-"
                 print(String(format: "record %5d (%@) | tokens %6d | loss %.4f", r.index, place, r.tokens, r.loss))
             }
             print(String(format: "records %d | tokens %d | loss %.4f | perplexity %.3f | %.1f s (%.0f tok/s)",
-                         result.records.count, result.tokens, result.loss, result.perplexity, seconds,
-                         Double(encoded.report.tokens) / max(seconds, 1e-9)))
+                         loss.records.count, loss.tokens, loss.loss, loss.perplexity, seconds, Double(tokens) / max(seconds, 1e-9)))
+            let metrics = tasks.json.filter { $0.value is Double }.sorted { $0.key < $1.key }
+            if !metrics.isEmpty {
+                print(metrics.map { String(format: "%@ %.2f", $0.key, $0.value as! Double) }.joined(separator: " | "))
+            }
+            if let confusion = tasks.confusion {
+                print("confusion (gold -> predicted): " + confusion.keys.sorted().map { g in
+                    "\(g): " + confusion[g]!.keys.sorted().map { "\($0) \(confusion[g]![$0]!)" }.joined(separator: ", ")
+                }.joined(separator: "; "))
+            }
         }
+    }
+
+    func score(_ llama: LlamaModel, weights: String, encoded: EncodedData, encoder: ExampleEncoder, questions: [Question],
+               options: DataOptions, newTokens: Int, stopTokens: [Int32]) throws -> ModelReport {
+        let T = max(2, min(options.maxSeqLen, encoded.examples.map(\.ids.count).max() ?? 2))
+        let start = now()
+        let result = LossEvaluation.evaluate(model: llama, data: encoded, seqLen: T, perPass: batch)
+        var tasks = TaskScores()
+        if let labels {
+            tasks = try TaskEvaluation.classified(model: llama, encoder: encoder, questions: questions, labels: parsedLabels(labels), perPass: batch)
+        } else if !questions.isEmpty {
+            tasks = TaskEvaluation.generated(model: llama, tokenizer: encoder.tokenizer, questions: questions,
+                                             stopTokens: stopTokens,
+                                             maxNewTokens: newTokens, batch: max(batch, 8))
+        }
+        return ModelReport(weights: weights, loss: result, tasks: tasks, seconds: now() - start, tokens: encoded.report.tokens)
     }
 }

@@ -86,7 +86,7 @@ struct Generate: ParsableCommand {
             if data.isEmpty {
                 questions = prompt.enumerated().map { i, text in
                     Question(location: RecordLocation(file: "--prompt", line: i + 1), format: .text,
-                             prompt: tokenizer.encode(text, addSpecialTokens: true, parseSpecialTokens: true), answer: nil)
+                             prompt: tokenizer.encode(text, addSpecialTokens: true, parseSpecialTokens: true), answer: nil, record: .text(text))
                 }
                 if let i = questions.firstIndex(where: { $0.prompt.isEmpty }) {
                     throw ValidationError("--prompt \(i + 1) is empty; expected text to continue")

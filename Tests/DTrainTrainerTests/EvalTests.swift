@@ -1,3 +1,4 @@
+import DTrainData
 import DTrainTestSupport
 import DTrainTrainer
 import Foundation
@@ -185,5 +186,63 @@ import Testing
                                             "--checkpoint", notCheckpoint.path], timeout: 120)
         // Giving both is a usage error: status 2, as every usage error (#16).
         #expect(both.status == 2 && both.err.contains("one of them"), "\(both.err)")
+    }
+}
+
+/// eval's task metrics: generated answers scored against the references, classification by
+/// log-likelihood with --labels, and the base model beside the tuned one with --compare-base.
+@Suite(.serialized) struct EvalTaskMetricsTests {
+    @Test func generationMetricsAndCompareBase() throws {
+        let dir = try TestScratch.directory("eval-tasks")
+        let data = dir.appendingPathComponent("qa.jsonl")
+        try """
+        {"messages": [{"role": "user", "content": "What is the capital of France? Answer in one word."}, {"role": "assistant", "content": "Paris"}]}
+        {"messages": [{"role": "user", "content": "What colour is the sky on a clear day? Answer in one word."}, {"role": "assistant", "content": "Blue"}]}
+        {"messages": [{"role": "user", "content": "Name the largest ocean on Earth."}, {"role": "assistant", "content": "The Pacific Ocean"}]}
+        """.write(to: data, atomically: true, encoding: .utf8)
+        let model = try Fixtures.smolLM2Path()
+        let r = try runDTrainDirect(["eval", "--model", model, "--data", data.path, "--json", "--compare-base", "--max-new-tokens", "24"])
+        #expect(r.status == 0, "\(r.err)")
+        let report = try #require(try JSONSerialization.jsonObject(with: Data(r.out.utf8)) as? [String: Any])
+        for key in ["loss", "perplexity", "exact_match", "token_f1", "rouge_l", "bleu", "records", "base", "answers"] {
+            #expect(report[key] != nil, "\(key) missing: \(report.keys.sorted())")
+        }
+        let answers = try #require(report["answers"] as? [[String: Any]])
+        #expect(answers.map { $0["reference"] as? String } == ["Paris", "Blue", "The Pacific Ocean"])
+        // The report's numbers are the metrics of its own answers.
+        let predictions = answers.map { $0["prediction"] as! String }, references = answers.map { $0["reference"] as! String }
+        let em = 100 * zip(predictions, references).map { TaskMetrics.exactMatch($0, $1) }.reduce(0, +) / 3
+        #expect(abs((report["exact_match"] as? Double ?? -1) - em) < 1e-9)
+        #expect(abs((report["bleu"] as? Double ?? -1) - TaskMetrics.corpusBLEU(predictions, references)) < 1e-9)
+        #expect(predictions.first?.contains("Paris") == true, "\(predictions)")
+        // No weights applied: the base report is the same.
+        let base = try #require(report["base"] as? [String: Any])
+        #expect(base["loss"] as? Double == report["loss"] as? Double)
+        #expect(base["exact_match"] as? Double == report["exact_match"] as? Double)
+    }
+
+    @Test func classificationByLogLikelihood() throws {
+        let dir = try TestScratch.directory("eval-labels")
+        let data = dir.appendingPathComponent("capitals.jsonl")
+        let pairs = [("France", "Paris"), ("Italy", "Rome"), ("Spain", "Madrid"), ("Germany", "Berlin"), ("Japan", "Tokyo"), ("Egypt", "Cairo")]
+        try pairs.map { jsonLine(["prompt": "The capital of \($0.0) is", "completion": " \($0.1)"]) }.joined(separator: "\n")
+            .write(to: data, atomically: true, encoding: .utf8)
+        let model = try Fixtures.smolLM2Path()
+        let labels = pairs.map(\.1).joined(separator: ",")
+        let r = try runDTrainDirect(["eval", "--model", model, "--data", data.path, "--json", "--labels", labels])
+        #expect(r.status == 0, "\(r.err)")
+        let report = try #require(try JSONSerialization.jsonObject(with: Data(r.out.utf8)) as? [String: Any])
+        let confusion = try #require(report["confusion"] as? [String: [String: Int]])
+        #expect(confusion.values.flatMap(\.values).reduce(0, +) == pairs.count)
+        let accuracy = try #require(report["accuracy"] as? Double)
+        // A 135M model knows these capitals.
+        #expect(accuracy >= 80, "accuracy \(accuracy), confusion \(confusion)")
+        #expect((report["macro_f1"] as? Double ?? -1) >= 0)
+        #expect(report["exact_match"] == nil)
+
+        let bad = try runDTrainDirect(["eval", "--model", model, "--data", data.path, "--labels", "Paris,Rome"])
+        #expect(bad.status == 1 && bad.err.contains("capitals.jsonl:3") && bad.err.contains("Madrid"), "\(bad.err)")
+        let usage = try runDTrainDirect(["eval", "--model", model, "--data", data.path, "--labels", "Paris"])
+        #expect(usage.status == 2, "\(usage.err)")
     }
 }

@@ -111,6 +111,10 @@ public struct EncodedData: Sendable {
     /// Where each example's record is: `locations[i]` for `examples[i]`.
     public var locations: [RecordLocation]
     public var report: DataReport
+
+    public init(examples: [TokenizedExample], locations: [RecordLocation], report: DataReport) {
+        self.examples = examples; self.locations = locations; self.report = report
+    }
 }
 
 /// Turns data files into training examples.

@@ -8,9 +8,11 @@ public struct Question: Sendable {
     /// Token ids of the prompt: the template's generation prompt included, BOS as training adds it.
     public var prompt: [Int32]
     public var answer: String?
+    /// The record as read (classification renders it again with each label as its answer).
+    public var record: DataRecord
 
-    public init(location: RecordLocation, format: RecordFormat, prompt: [Int32], answer: String?) {
-        self.location = location; self.format = format; self.prompt = prompt; self.answer = answer
+    public init(location: RecordLocation, format: RecordFormat, prompt: [Int32], answer: String?, record: DataRecord) {
+        self.location = location; self.format = format; self.prompt = prompt; self.answer = answer; self.record = record
     }
 }
 
@@ -47,7 +49,7 @@ public enum QuestionLoader {
                     report.recordsByFormat[record.format, default: 0] += 1
                     report.examples += 1
                     report.tokens += prompt.count
-                    questions.append(Question(location: location, format: record.format, prompt: prompt, answer: answer))
+                    questions.append(Question(location: location, format: record.format, prompt: prompt, answer: answer, record: record))
                 } catch let error as RecordError {
                     if options.onError == .fail { throw error }
                     summary.invalid += 1

@@ -119,6 +119,23 @@ public enum DataRecord: Sendable, Hashable {
         }
     }
 
+    /// The record with `answer` as its reference answer (the completion, the output, the last
+    /// assistant message's content), keeping the reference's leading whitespace: how
+    /// classification scores each label as the record's answer. Nil when there is no answer.
+    public func replacingAnswer(with answer: String) -> DataRecord? {
+        func lead(_ s: String) -> String { String(s.prefix { $0.isWhitespace }) }
+        switch self {
+        case .text: return nil
+        case .promptCompletion(let p, let c): return .promptCompletion(prompt: p, completion: lead(c) + answer)
+        case .instruction(let i, let input, let o): return .instruction(instruction: i, input: input, output: lead(o) + answer)
+        case .chat(var turns):
+            guard let last = turns.lastIndex(where: { $0.role == "assistant" }) else { return nil }
+            turns[last].content = lead(turns[last].content) + answer
+            turns[last].contentIsNull = false
+            return .chat(turns)
+        }
+    }
+
     /// The record's strings joined by newlines: what near-duplicate detection compares. A chat's
     /// system messages are left out (a system prompt shared by many records would make short,
     /// different conversations look alike).
