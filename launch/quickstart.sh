@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# The README's first command: sets this machine up (packages, model, release build), then runs
-# a 2-rank LoRA fine-tune of SmolLM2-135M on the bundled date-normalisation data and prints the
-# validation loss before and after.
+# The README's first command: sets this machine up (packages, model, release build), runs a
+# 2-rank LoRA fine-tune of SmolLM2-135M on the bundled date-normalisation data (validation loss
+# before and after), then shows what the fine-tune bought: three validation prompts answered by
+# the base and the tuned model, and exact match before and after on 40 validation records.
 #
 #   bash launch/quickstart.sh                      # outputs in runs/quickstart
 #   bash launch/quickstart.sh --set train.max_steps=6
@@ -9,3 +10,14 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash launch/setup.sh
 bash launch/local.sh 2 cluster-configs/smollm2/135m_lora_quickstart.yaml "$@"
+
+# Where the run wrote (a --set output_dir=... among the arguments moves it).
+OUT=runs/quickstart
+for arg in "$@"; do case "$arg" in output_dir=*) OUT="${arg#output_dir=}" ;; esac; done
+BIN="$(swift build -c release --show-bin-path)/dtrain"
+MODEL="${DTRAIN_MODEL:-$(bash launch/fetch-model.sh)}"
+head -n 40 data/quickstart/validation.jsonl > "$OUT/validation-sample.jsonl"
+echo
+echo "quickstart: base model vs the fine-tune ($OUT/final) on 40 validation records"
+"$BIN" eval --model "$MODEL" --adapter "$OUT/final" --data "$OUT/validation-sample.jsonl" --compare-base \
+    --show 3 --max-new-tokens 20 --threads "$(nproc)" | grep -v '^record '

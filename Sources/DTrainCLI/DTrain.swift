@@ -32,7 +32,7 @@ public struct DTrain: ParsableCommand {
     public static let configuration = CommandConfiguration(
         commandName: "dtrain",
         abstract: "Fine-tune Llama-family language models on CPU clusters.",
-        subcommands: [Train.self, Inspect.self, DataCommand.self, Tokenize.self, Eval.self, Generate.self, Export.self, Bench.self])
+        subcommands: [Train.self, Inspect.self, DataCommand.self, Tokenize.self, Eval.self, Generate.self, Chat.self, Export.self, Bench.self])
     public init() {}
 
     /// Parses `arguments` and runs the command, then exits. Usage errors (an unknown or missing

@@ -31,6 +31,8 @@ struct Eval: ParsableCommand {
     @Option(help: "Most tokens generated per answer for the task metrics (default: twice the longest reference's tokens plus 8, at most 512).")
     var maxNewTokens: Int?
     @Flag(help: "Report the loss only: generate no answers.") var lossOnly = false
+    @Option(help: "Print the first N records' prompts, references and answers (the base model's too with --compare-base).")
+    var show = 0
     @OptionGroup var threads: ThreadOptions
 
     func run() throws {
@@ -89,6 +91,7 @@ struct Eval: ParsableCommand {
             return
         }
         for r in reports { r.printText() }
+        printAnswers(questions, tuned: reports[0].tasks, base: compareBase ? reports[1].tasks : nil, tokenizer: assets.tokenizer)
         if compareBase {
             let keys = ["loss", "perplexity", "exact_match", "token_f1", "rouge_l", "bleu", "accuracy", "macro_f1"]
             print("\n" + "metric".padding(toLength: 12, withPad: " ", startingAt: 0) + "      base     tuned")
@@ -96,6 +99,17 @@ struct Eval: ParsableCommand {
                 guard let t = reports[0].json[key] as? Double, let b = reports[1].json[key] as? Double else { continue }
                 print(key.padding(toLength: 12, withPad: " ", startingAt: 0) + String(format: " %9.4f %9.4f", b, t))
             }
+        }
+    }
+
+    /// The first `show` scored records: prompt, reference, and each model's answer.
+    func printAnswers(_ questions: [Question], tuned: TaskScores, base: TaskScores?, tokenizer: BPETokenizer) {
+        for (i, answer) in tuned.answers.prefix(show).enumerated() {
+            let prompt = tokenizer.decode(questions[answer.index].prompt, skipSpecialTokens: true)
+            print("\n[\(answer.location)] \(prompt.count > 300 ? "..." + prompt.suffix(300) : prompt)")
+            print("  reference: \(answer.reference)")
+            if let base, i < base.answers.count { print("  base:      \(base.answers[i].prediction)") }
+            print("  tuned:     \(answer.prediction)")
         }
     }
 

@@ -110,6 +110,50 @@ public enum VectorKernels {
         return sum
     }
 
+    /// c[m·ldc + n] = alpha · Σ_k a[m·lda + k]·b[n·ldb + k] (+ c[m·ldc + n] when `accumulate`),
+    /// for m < M and n in n0..<n1: a few rows (decoding's tokens) times a matrix's rows. Each row
+    /// of b is read once, from memory, for four rows of a at a time; a row's sum is the same
+    /// whichever other rows share its pass, so one token's result does not depend on its batch.
+    public static func rowsTimesRows(_ c: UnsafeMutablePointer<Float>, _ ldc: Int, _ a: UnsafePointer<Float>, _ lda: Int,
+                                     _ b: UnsafePointer<Float>, _ ldb: Int, _ M: Int, _ n0: Int, _ n1: Int, _ K: Int,
+                                     alpha: Float, accumulate: Bool) {
+        @inline(__always) func finish(_ m: Int, _ n: Int, _ acc: FloatLanes, _ bRow: UnsafePointer<Float>, _ k0: Int) {
+            var sum = acc.sum()
+            let aRow = a + m * lda
+            var k = k0
+            while k < K { sum += aRow[k] * bRow[k]; k += 1 }
+            let out = c + m * ldc + n
+            out.pointee = accumulate ? out.pointee + alpha * sum : alpha * sum
+        }
+        let body = K / L * L
+        for n in n0..<n1 {
+            let bRow = b + n * ldb
+            var m = 0
+            while m + 4 <= M {
+                let a0 = a + m * lda, a1 = a0 + lda, a2 = a1 + lda, a3 = a2 + lda
+                var s0 = splat(0), s1 = splat(0), s2 = splat(0), s3 = splat(0)
+                var k = 0
+                while k < body {
+                    let w = load(bRow, k)
+                    s0 += load(a0, k) * w; s1 += load(a1, k) * w
+                    s2 += load(a2, k) * w; s3 += load(a3, k) * w
+                    k += L
+                }
+                finish(m, n, s0, bRow, body); finish(m + 1, n, s1, bRow, body)
+                finish(m + 2, n, s2, bRow, body); finish(m + 3, n, s3, bRow, body)
+                m += 4
+            }
+            while m < M {
+                let a0 = a + m * lda
+                var s0 = splat(0)
+                var k = 0
+                while k < body { s0 += load(a0, k) * load(bRow, k); k += L }
+                finish(m, n, s0, bRow, body)
+                m += 1
+            }
+        }
+    }
+
     /// Σ a[i]·b[i]·c[i] for i < count (float32 lanes, summed at the end).
     public static func dot3(_ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>, _ c: UnsafePointer<Float>,
                             _ count: Int) -> Float {

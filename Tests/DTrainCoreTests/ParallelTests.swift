@@ -52,6 +52,28 @@ struct ParallelTests {
         #expect(parts(M: 64, N: 48, K: 2048, threads: 3).map { $0.m1 - $0.m0 } == [32, 32])
     }
 
+    /// Decoding's few-row products (`rowsTimesRows`, at both vector widths) match sgemm to
+    /// float32 rounding, and a row's result has the same bits whatever rows share its product,
+    /// so an answer does not depend on the batch it was generated in.
+    @Test func fewRowProductsMatchSgemmAndIgnoreTheirBatch() {
+        let K = 583, N = 70, ldb = K + 3
+        let a = randomFloats(16 * K, seed: 90), b = randomFloats(N * ldb, seed: 91)
+        for kernels in [Vectors.avx2, Vectors.avx512] where kernels.lanes == 8 || MachineKernels.cpu.level >= .avx512 {
+            var rows: [[Float]] = []
+            for M in [1, 3, 4, 8, 13, 16] {
+                var reference = [Float](repeating: 0, count: M * N), mine = reference
+                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Int32(M), Int32(N), Int32(K), 0.5, a, Int32(K), b, Int32(ldb), 0, &reference, Int32(N))
+                mine.withUnsafeMutableBufferPointer { c in
+                    kernels.rowsTimesRows(c.baseAddress!, N, a, K, b, ldb, M, 0, N, K, alpha: 0.5, accumulate: false)
+                }
+                let c = compare(mine, reference, label: "\(kernels.lanes) lanes, M \(M)")
+                #expect(c.maxRelToScale < 1e-6, "\(c)")
+                rows.append(Array(mine.prefix(N)))
+            }
+            #expect(rows.allSatisfy { $0 == rows[0] }, "row 0 differs with the batch (\(kernels.lanes) lanes)")
+        }
+    }
+
     private func parts(M: Int, N: Int, K: Int, threads: Int) -> [GEMMSplit.Part] {
         let plan = GEMMSplit.plan(M: M, N: N, K: K, threads: threads)
         return (0..<plan.count).map { plan[$0] }

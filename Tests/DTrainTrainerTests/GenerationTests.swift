@@ -222,3 +222,27 @@ import Testing
         }
     }
 }
+
+/// `dtrain chat` read from a pipe: one answer per user line, /system and /reset, the template's
+/// rendering of the whole conversation each turn.
+@Suite struct ChatCommandTests {
+    @Test func scriptedConversation() throws {
+        let model = try Fixtures.smolLM2Path()
+        let script = "What is the capital of France?\nAnd of Italy?\n/reset\n/system Always answer in French.\nHello!\n/quit\nnot read\n"
+        let r = try runDTrainDirect(["chat", "--model", model, "--max-new-tokens", "24", "--threads", "2"], stdin: Data(script.utf8))
+        #expect(r.status == 0, "\(r.err)")
+        let answers = r.out.components(separatedBy: "\n\n").filter { !$0.trimmingCharacters(in: .whitespacesAndNewlines).isEmpty }
+        #expect(answers.count == 3, "\(answers)")
+        #expect(answers.first?.contains("Paris") == true, "\(r.out)")
+        #expect(answers.count > 1 && answers[1].contains("Rome"), "the second answer should know the conversation: \(r.out)")
+
+        // The same conversation's first answer equals generate on the template's rendering.
+        let g = try runDTrainDirect(["generate", "--model", model, "--max-new-tokens", "24", "--json", "--prompt",
+                                     "<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\n<|im_start|>user\nWhat is the capital of France?<|im_end|>\n<|im_start|>assistant\n"])
+        let first = (try? JSONSerialization.jsonObject(with: Data(g.out.utf8)) as? [String: Any])?["text"] as? String
+        #expect(first == answers.first, "generate: \(first ?? "nil"), chat: \(answers.first ?? "nil")")
+
+        let bad = try runDTrainDirect(["chat", "--model", model, "--top-p", "0"], stdin: Data())
+        #expect(bad.status == 2, "\(bad.err)")
+    }
+}

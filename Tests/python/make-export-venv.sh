@@ -10,5 +10,10 @@ python3 -m venv "$VENV"
 "$VENV/bin/pip" install -q --no-deps torch==2.15.0
 "$VENV/bin/pip" install -q filelock typing-extensions sympy networkx jinja2 fsspec numpy "setuptools>=77"
 "$VENV/bin/pip" install -q transformers==5.24.0 peft gguf
+# A machine without g++ builds it with the Swift toolchain's clang.
+if ! command -v c++ >/dev/null 2>&1; then
+    CLANG="$(dirname "$(command -v swift)")/clang"
+    export CC="$CLANG" CXX="$CLANG++"
+fi
 "$VENV/bin/pip" install -q --no-binary llama-cpp-python llama-cpp-python
 "$VENV/bin/python" -c "import torch, transformers, peft, gguf, llama_cpp"

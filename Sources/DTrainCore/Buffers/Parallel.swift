@@ -100,14 +100,24 @@ public enum GEMMSplit {
         }
     }
 
+    /// A product that streams an operand of this many floats or more is split even when its
+    /// FLOPs are few: decoding's one-token products (M = 1) are bound by reading the weights,
+    /// which two cores read faster than one.
+    public static let minStreamedFloats = 1 << 16
+
     public static func plan(M: Int, N: Int, K: Int, threads: Int) -> Plan {
         let byRows = M >= N, extent = byRows ? M : N
-        let blocks = threads > 1 && 2 * M * N * K >= minFlops ? min(threads, extent / 16) : 1
+        let large = 2 * M * N * K >= minFlops || (byRows ? M : N) * K >= minStreamedFloats
+        let blocks = threads > 1 && large ? min(threads, extent / 16) : 1
         guard blocks > 1 else { return Plan(M: M, N: N, byRows: byRows, per: extent, count: 1) }
         let per = (extent / blocks + 15) / 16 * 16
         // Rounding `per` up to 16 can leave fewer non-empty blocks than asked for.
         return Plan(M: M, N: N, byRows: byRows, per: per, count: min(blocks, (extent + per - 1) / per))
     }
+
+    /// Products with at most this many rows (A not transposed, B transposed: tokens times a
+    /// weight matrix) run `rowsTimesRows` instead of sgemm.
+    public static let smallRows = 16
 
     /// Runs one part as a single-threaded sgemm on the matching blocks of A, B and C.
     @inline(__always)
@@ -119,6 +129,13 @@ public enum GEMMSplit {
         let aPart = transA ? a + p.m0 : a + p.m0 * lda
         // Column n of op(B) is column n of B (B is (K, N)), or row n of B (B is (N, K)).
         let bPart = transB ? b + p.n0 * ldb : b + p.n0
+        if !transA && transB && p.m1 - p.m0 <= smallRows && (beta == 0 || beta == 1) {
+            // A few rows times a weight matrix (decoding): B's rows streamed once, unpacked;
+            // sgemm would copy all of B into its packed layout first, costing more than the product.
+            Vectors.kernels.rowsTimesRows(c + p.m0 * ldc, ldc, aPart, lda, b, ldb, p.m1 - p.m0, p.n0, p.n1, K,
+                                          alpha: alpha, accumulate: beta == 1)
+            return
+        }
         cblas_sgemm(CblasRowMajor, transA ? CblasTrans : CblasNoTrans, transB ? CblasTrans : CblasNoTrans,
                     Int32(p.m1 - p.m0), Int32(p.n1 - p.n0), Int32(K), alpha, aPart, Int32(lda), bPart, Int32(ldb),
                     beta, c + p.m0 * ldc + p.n0, Int32(ldc))

@@ -10,6 +10,9 @@ public protocol VectorKernelSet {
     static func max(_ src: UnsafePointer<Float>, _ count: Int) -> Float
     static func dot(_ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>, _ count: Int) -> Float
     static func dot3(_ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>, _ c: UnsafePointer<Float>, _ count: Int) -> Float
+    static func rowsTimesRows(_ c: UnsafeMutablePointer<Float>, _ ldc: Int, _ a: UnsafePointer<Float>, _ lda: Int,
+                              _ b: UnsafePointer<Float>, _ ldb: Int, _ M: Int, _ n0: Int, _ n1: Int, _ K: Int,
+                              alpha: Float, accumulate: Bool)
     static func sumOfSquares(_ src: UnsafePointer<Float>, _ count: Int) -> Double
     static func expShifted(_ dst: UnsafeMutablePointer<Float>, _ src: UnsafePointer<Float>, _ count: Int, shift: Float) -> Float
     static func scaleRow(_ y: UnsafeMutablePointer<Float>, _ x: UnsafePointer<Float>, _ r: Float,

@@ -196,8 +196,13 @@ public final class KVCacheDecoder {
             let scores = a + o.scores + worker * scoresStride
             let qh = a + o.q + starts[si] * qd + head * HD
             let keys = cached(false, l, s.row) + kvHead * HD, values = cached(true, l, s.row) + kvHead * HD
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Int32(n), Int32(ctx), Int32(HD), scale,
-                        qh, Int32(qd), keys, Int32(kv), 0, scores, Int32(ctx))
+            // A one-token segment (decoding) takes matrix-vector products, which need no packing.
+            if n == 1 {
+                cblas_sgemv(CblasRowMajor, CblasNoTrans, Int32(ctx), Int32(HD), scale, keys, Int32(kv), qh, 1, 0, scores, 1)
+            } else {
+                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Int32(n), Int32(ctx), Int32(HD), scale,
+                            qh, Int32(qd), keys, Int32(kv), 0, scores, Int32(ctx))
+            }
             for j in 0..<n {
                 let row = scores + j * ctx, seen = before + j + 1
                 let top = kernels.max(row, seen)
@@ -205,8 +210,13 @@ public final class KVCacheDecoder {
                 kernels.scale(row, row, 1 / sum, seen)
                 if seen < ctx { (row + seen).update(repeating: 0, count: ctx - seen) }
             }
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, Int32(n), Int32(HD), Int32(ctx), 1,
-                        scores, Int32(ctx), values, Int32(kv), 0, a + o.attn + starts[si] * qd + head * HD, Int32(qd))
+            let out = a + o.attn + starts[si] * qd + head * HD
+            if n == 1 {
+                cblas_sgemv(CblasRowMajor, CblasTrans, Int32(ctx), Int32(HD), 1, values, Int32(kv), scores, 1, 0, out, 1)
+            } else {
+                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, Int32(n), Int32(HD), Int32(ctx), 1,
+                            scores, Int32(ctx), values, Int32(kv), 0, out, Int32(qd))
+            }
         }
     }
 }
