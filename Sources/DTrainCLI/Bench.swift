@@ -7,7 +7,7 @@ import DTrainTrainer
 import Foundation
 
 struct Bench: ParsableCommand {
-    static let configuration = CommandConfiguration(abstract: "Benchmarks.", subcommands: [Step.self, Checkpoint.self])
+    static let configuration = CommandConfiguration(abstract: "Benchmarks.", subcommands: [Step.self, Generate.self, Checkpoint.self])
 
     struct Checkpoint: ParsableCommand {
         static let configuration = CommandConfiguration(
@@ -21,6 +21,33 @@ struct Bench: ParsableCommand {
             try runReportingErrors {
                 let r = try CheckpointBenchmark.measure(modelPath: model.model, directory: dir, repeats: repeats, progress: { printError($0) })
                 CheckpointBenchmark.report(r, json: json)
+            }
+        }
+    }
+
+    struct Generate: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Time KV-cached generation: prompt tokens/s and generated tokens/s at a batch size.",
+            discussion: "bench/compare-llamacpp.sh runs it beside llama.cpp on the same model (F32 and Q8_0 GGUF).")
+        @OptionGroup var model: ModelOptions
+        @Option(help: "Sequences generated at once.") var batch = 1
+        @Option(help: "Prompt tokens per sequence.") var promptTokens = 128
+        @Option(help: "Tokens generated per sequence.") var newTokens = 64
+        @Option(help: "Rounds; the best is reported.") var repeats = 3
+        @Flag(help: "Print one JSON object on stdout.") var json = false
+        @OptionGroup var threads: ThreadOptions
+
+        func validate() throws {
+            guard batch > 0, promptTokens > 0, newTokens > 0, repeats > 0 else {
+                throw ValidationError("--batch, --prompt-tokens, --new-tokens and --repeats take positive numbers")
+            }
+        }
+
+        func run() throws {
+            try runReportingErrors {
+                let r = try GenerateBenchmark.measure(modelPath: model.model, batch: batch, promptTokens: promptTokens, newTokens: newTokens,
+                                                      threads: threads.resolved, repeats: repeats, progress: { printError($0) })
+                print(json ? jsonLine(r.json) : r.line)
             }
         }
     }

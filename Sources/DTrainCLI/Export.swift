@@ -20,7 +20,7 @@ struct Export: ParsableCommand {
             Exit status: 0 done; 1 an error (named on stderr); 2 a usage error.
             """)
     @OptionGroup var model: ModelOptions
-    @Option(help: "A PEFT adapter directory to export.") var adapter: String?
+    @Option(help: "A PEFT adapter directory to export (without it or --checkpoint, hf and gguf convert the base model).") var adapter: String?
     @Option(help: "A dtrain checkpoint (.h5), LoRA or full, trained from --model.") var checkpoint: String?
     @Option(help: "peft, hf or gguf.") var format: String
     @Option(help: "The directory to write.") var out: String
@@ -31,10 +31,13 @@ struct Export: ParsableCommand {
     enum Format: String { case peft, hf, gguf }
 
     func validate() throws {
-        guard (adapter == nil) != (checkpoint == nil) else {
-            throw ValidationError("give --checkpoint CKPT.h5 or --adapter DIR (one of them): the weights to export")
+        guard adapter == nil || checkpoint == nil else {
+            throw ValidationError("--adapter and --checkpoint: give one of them, the weights to export")
         }
         guard let f = Format(rawValue: format) else { throw ValidationError("--format \(format): expected peft, hf or gguf") }
+        guard f != .peft || adapter != nil || checkpoint != nil else {
+            throw ValidationError("--format peft: give --checkpoint CKPT.h5 or --adapter DIR, the LoRA weights to export")
+        }
         let allowed: [String] = f == .peft ? ["f32"] : f == .hf ? ["f32", "f16", "bf16"] : ["f32", "f16", "q8_0"]
         guard allowed.contains(dtype) else {
             throw ValidationError("--dtype \(dtype): --format \(format) takes \(allowed.joined(separator: ", "))")

@@ -111,46 +111,66 @@ public enum VectorKernels {
     }
 
     /// c[m·ldc + n] = alpha · Σ_k a[m·lda + k]·b[n·ldb + k] (+ c[m·ldc + n] when `accumulate`),
-    /// for m < M and n in n0..<n1: a few rows (decoding's tokens) times a matrix's rows. Each row
-    /// of b is read once, from memory, for four rows of a at a time; a row's sum is the same
-    /// whichever other rows share its pass, so one token's result does not depend on its batch.
+    /// for m < M and n in n0..<n1: a few rows (decoding's tokens) times a matrix's rows, the
+    /// matrix streamed once. Blocks of four matrix rows take two rows of a at a time (eight
+    /// independent sums, so even one row of a keeps the FMA units busy). Every (m, n) is one
+    /// running vector sum over k, then its lanes, then the tail, whatever block it falls in, so
+    /// a row's result does not depend on the other rows of its product (an answer on its batch).
     public static func rowsTimesRows(_ c: UnsafeMutablePointer<Float>, _ ldc: Int, _ a: UnsafePointer<Float>, _ lda: Int,
                                      _ b: UnsafePointer<Float>, _ ldb: Int, _ M: Int, _ n0: Int, _ n1: Int, _ K: Int,
                                      alpha: Float, accumulate: Bool) {
-        @inline(__always) func finish(_ m: Int, _ n: Int, _ acc: FloatLanes, _ bRow: UnsafePointer<Float>, _ k0: Int) {
+        let body = K / L * L
+        @inline(__always) func finish(_ m: Int, _ n: Int, _ acc: FloatLanes) {
             var sum = acc.sum()
-            let aRow = a + m * lda
-            var k = k0
+            let aRow = a + m * lda, bRow = b + n * ldb
+            var k = body
             while k < K { sum += aRow[k] * bRow[k]; k += 1 }
             let out = c + m * ldc + n
             out.pointee = accumulate ? out.pointee + alpha * sum : alpha * sum
         }
-        let body = K / L * L
-        for n in n0..<n1 {
-            let bRow = b + n * ldb
+        var n = n0
+        while n + 4 <= n1 {
+            let b0 = b + n * ldb, b1 = b0 + ldb, b2 = b1 + ldb, b3 = b2 + ldb
             var m = 0
-            while m + 4 <= M {
-                let a0 = a + m * lda, a1 = a0 + lda, a2 = a1 + lda, a3 = a2 + lda
+            while m + 2 <= M {
+                let x0 = a + m * lda, x1 = x0 + lda
+                var s00 = splat(0), s01 = splat(0), s02 = splat(0), s03 = splat(0)
+                var s10 = splat(0), s11 = splat(0), s12 = splat(0), s13 = splat(0)
+                var k = 0
+                while k < body {
+                    let w0 = load(b0, k), w1 = load(b1, k), w2 = load(b2, k), w3 = load(b3, k)
+                    let u = load(x0, k), v = load(x1, k)
+                    s00 += u * w0; s01 += u * w1; s02 += u * w2; s03 += u * w3
+                    s10 += v * w0; s11 += v * w1; s12 += v * w2; s13 += v * w3
+                    k += L
+                }
+                finish(m, n, s00); finish(m, n + 1, s01); finish(m, n + 2, s02); finish(m, n + 3, s03)
+                finish(m + 1, n, s10); finish(m + 1, n + 1, s11); finish(m + 1, n + 2, s12); finish(m + 1, n + 3, s13)
+                m += 2
+            }
+            if m < M {
+                let x0 = a + m * lda
                 var s0 = splat(0), s1 = splat(0), s2 = splat(0), s3 = splat(0)
                 var k = 0
                 while k < body {
-                    let w = load(bRow, k)
-                    s0 += load(a0, k) * w; s1 += load(a1, k) * w
-                    s2 += load(a2, k) * w; s3 += load(a3, k) * w
+                    let u = load(x0, k)
+                    s0 += u * load(b0, k); s1 += u * load(b1, k); s2 += u * load(b2, k); s3 += u * load(b3, k)
                     k += L
                 }
-                finish(m, n, s0, bRow, body); finish(m + 1, n, s1, bRow, body)
-                finish(m + 2, n, s2, bRow, body); finish(m + 3, n, s3, bRow, body)
-                m += 4
+                finish(m, n, s0); finish(m, n + 1, s1); finish(m, n + 2, s2); finish(m, n + 3, s3)
             }
-            while m < M {
-                let a0 = a + m * lda
+            n += 4
+        }
+        while n < n1 {
+            let b0 = b + n * ldb
+            for m in 0..<M {
+                let x0 = a + m * lda
                 var s0 = splat(0)
                 var k = 0
-                while k < body { s0 += load(a0, k) * load(bRow, k); k += L }
-                finish(m, n, s0, bRow, body)
-                m += 1
+                while k < body { s0 += load(x0, k) * load(b0, k); k += L }
+                finish(m, n, s0)
             }
+            n += 1
         }
     }
 

@@ -245,4 +245,50 @@ import Testing
         let usage = try runDTrainDirect(["eval", "--model", model, "--data", data.path, "--labels", "Paris"])
         #expect(usage.status == 2, "\(usage.err)")
     }
+
+    /// Training with eval.generate_every reports the task metrics of the validation answers at
+    /// the start, every N steps and at the end (metrics.jsonl, the console), and early stopping
+    /// and best/ can follow one of them; a task metric without generation is a config error.
+    @Test func trainingReportsTaskMetrics() throws {
+        let dir = try TestScratch.directory("train-task-metrics")
+        let root = Fixtures.packageRoot.appendingPathComponent("data/quickstart")
+        let train = try String(contentsOf: root.appendingPathComponent("train.jsonl"), encoding: .utf8).split(separator: "\n").prefix(64)
+        let validation = try String(contentsOf: root.appendingPathComponent("validation.jsonl"), encoding: .utf8).split(separator: "\n").prefix(8)
+        try train.joined(separator: "\n").write(to: dir.appendingPathComponent("train.jsonl"), atomically: true, encoding: .utf8)
+        try validation.joined(separator: "\n").write(to: dir.appendingPathComponent("validation.jsonl"), atomically: true, encoding: .utf8)
+        let config = dir.appendingPathComponent("run.yaml")
+        try """
+        model: \(try Fixtures.smolLM2Path())
+        method: lora
+        seed: 3
+        output_dir: \(dir.appendingPathComponent("out").path)
+        threads: 2
+        data:
+          train: \(dir.appendingPathComponent("train.jsonl").path)
+          validation: \(dir.appendingPathComponent("validation.jsonl").path)
+          max_seq_len: 64
+          packing: true
+        lora: {r: 8, alpha: 16, dropout: 0.0}
+        optim: {lr: 2.0e-3}
+        schedule: {type: constant}
+        batch: {global_examples: 16, micro: 8}
+        train: {max_steps: 4}
+        eval: {every_steps: 2, generate_every: 2, metric: exact_match, metrics: [exact_match, bleu], max_new_tokens: 16}
+        logging: {tensorboard: false}
+        """.write(to: config, atomically: true, encoding: .utf8)
+        let r = try runDTrain(ranks: 2, ["train", "--config", config.path], timeout: 900)
+        #expect(r.status == 0, "\(r.err)")
+        let lines = try String(contentsOfFile: dir.appendingPathComponent("out/metrics.jsonl").path, encoding: .utf8).split(separator: "\n")
+            .compactMap { try? JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Any] }.filter { $0["kind"] as? String == "val" }
+        #expect(lines.map { $0["step"] as? Int } == [0, 2, 4], "\(lines)")
+        #expect(lines.allSatisfy { $0["exact_match"] is Double && $0["bleu"] is Double && $0["token_f1"] == nil }, "\(lines)")
+        let before = lines.first?["exact_match"] as? Double ?? -1, after = lines.last?["exact_match"] as? Double ?? -1
+        #expect(before == 0 && after > before, "exact match \(before) -> \(after)")
+        #expect(r.out.contains("exact_match"), "\(r.out)")
+
+        let bad = try runDTrain(ranks: 1, ["train", "--config", config.path, "--set", "eval.generate_every=0", "--set", "output_dir=\(dir.path)/bad"], timeout: 120)
+        #expect(bad.status == 2 && bad.err.contains("eval.metric"), "\(bad.err)")
+        let unknown = try runDTrain(ranks: 1, ["train", "--config", config.path, "--set", "eval.metrics=[accuracy]", "--set", "output_dir=\(dir.path)/bad"], timeout: 120)
+        #expect(unknown.status == 2 && unknown.err.contains("eval.metrics"), "\(unknown.err)")
+    }
 }

@@ -150,7 +150,7 @@ import Testing
         #expect(peft.status == 1 && peft.err.contains("full fine-tune"), "\(peft.err)")
         #expect((try? String(contentsOfFile: target + "/mine.txt", encoding: .utf8)) == "keep")
         for bad in [["--checkpoint", checkpoint, "--format", "onnx", "--out", target], ["--checkpoint", checkpoint, "--format", "gguf", "--dtype", "bf16", "--out", target],
-                    ["--format", "hf", "--out", target]] {
+                    ["--format", "peft", "--out", target], ["--checkpoint", checkpoint, "--adapter", target, "--format", "hf", "--out", target]] {
             let r = try Self.export(bad)
             #expect(r.status == 2, "\(bad): \(r.status) \(r.err)")
         }

@@ -107,6 +107,15 @@ public struct RunConfig: Codable, Equatable {
         if let m = train.maxSteps, m < 1 { throw bad("train.max_steps", "must be at least 1") }
         if eval.everySteps < 0 { throw bad("eval.every_steps", "must be 0 (only at the end) or positive") }
         if eval.patience < 0 { throw bad("eval.patience", "must be 0 (no early stopping) or positive") }
+        if eval.generateEvery < 0 { throw bad("eval.generate_every", "must be 0 (never) or positive") }
+        if eval.maxNewTokens < 1 { throw bad("eval.max_new_tokens", "must be at least 1") }
+        if eval.generateEvery > 0 && data.validation == nil {
+            throw bad("eval.generate_every", "needs data.validation files: answers are scored against the records' references")
+        }
+        if eval.metricIsTask {
+            if eval.generateEvery == 0 { throw bad("eval.metric", "\(eval.metric) is a task metric: set eval.generate_every (e.g. to eval.every_steps)") }
+            if !eval.metrics.contains(eval.metric) { throw bad("eval.metric", "\(eval.metric) is not among eval.metrics \(eval.metrics)") }
+        }
         if checkpoint.everySteps < 0 { throw bad("checkpoint.every_steps", "must be 0 (off) or positive") }
         if checkpoint.everyMinutes < 0 { throw bad("checkpoint.every_minutes", "must be 0 (off) or positive") }
         if checkpoint.keepLast < 1 { throw bad("checkpoint.keep_last", "must be at least 1") }
@@ -369,8 +378,21 @@ public struct EvalSection: Codable, Equatable {
     public var metric: String = "val_loss"
     /// Also validate before the first step (the "before" figure).
     public var atStart: Bool = true
+    /// At a validation whose step is a multiple of this (and at the start and the end), also
+    /// answer the validation records greedily and report task metrics (0: never).
+    public var generateEvery: Int = 0
+    /// The task metrics reported: exact_match, token_f1, rouge_l, bleu.
+    public var metrics: [String] = TaskScores.generationMetrics
+    /// Most tokens generated per answer.
+    public var maxNewTokens: Int = 64
 
-    enum CodingKeys: String, CodingKey, CaseIterable { case everySteps = "every_steps", patience, minDelta = "min_delta", metric, atStart = "at_start" }
+    /// Whether `metric` is a task metric (higher is better) rather than a loss.
+    public var metricIsTask: Bool { TaskScores.generationMetrics.contains(metric) }
+
+    enum CodingKeys: String, CodingKey, CaseIterable {
+        case everySteps = "every_steps", patience, minDelta = "min_delta", metric, atStart = "at_start"
+        case generateEvery = "generate_every", metrics, maxNewTokens = "max_new_tokens"
+    }
     public init() {}
     public init(from decoder: Decoder) throws {
         try decoder.rejectUnknownKeys(CodingKeys.self)
@@ -380,10 +402,17 @@ public struct EvalSection: Codable, Equatable {
         patience = try c.value(.patience, or: d.patience, "an integer")
         minDelta = try c.value(.minDelta, or: d.minDelta, "a number")
         metric = try c.value(.metric, or: d.metric, "val_loss")
-        guard ["val_loss", "val_ppl"].contains(metric) else {
-            throw ConfigError.invalid(key: "eval.metric", message: "expected val_loss or val_ppl, got '\(metric)'")
+        let names = ["val_loss", "val_ppl"] + TaskScores.generationMetrics
+        guard names.contains(metric) else {
+            throw ConfigError.invalid(key: "eval.metric", message: "expected one of \(names.joined(separator: ", ")), got '\(metric)'")
         }
         atStart = try c.value(.atStart, or: d.atStart, "true or false")
+        generateEvery = try c.value(.generateEvery, or: d.generateEvery, "an integer")
+        metrics = try c.value(.metrics, or: d.metrics, "a list of task metric names")
+        if let unknown = metrics.first(where: { !TaskScores.generationMetrics.contains($0) }) {
+            throw ConfigError.invalid(key: "eval.metrics", message: "expected names among \(TaskScores.generationMetrics.joined(separator: ", ")), got '\(unknown)'")
+        }
+        maxNewTokens = try c.value(.maxNewTokens, or: d.maxNewTokens, "an integer")
     }
 }
 

@@ -25,6 +25,9 @@ public struct TaskScores {
 
     public init() {}
 
+    /// The metrics of generated answers, as reports and configs name them.
+    public static let generationMetrics = ["exact_match", "token_f1", "rouge_l", "bleu"]
+
     /// The report's keys: exact_match, token_f1, rouge_l, bleu (generation) or accuracy,
     /// macro_f1, confusion (classification); absent ones are left out.
     public var json: [String: Any] {

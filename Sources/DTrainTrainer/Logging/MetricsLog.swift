@@ -86,18 +86,21 @@ public final class MetricsLog {
 
     /// Logs one validation pass: `{"kind":"val","step":…,"val_loss":…,"val_ppl":…}`; mirrored to
     /// TensorBoard as `val/loss` and `val/ppl`.
-    public func validation(step: Int, valLoss: Double, valPerplexity: Double) {
+    /// `tasks`: task metrics of the validation answers (`exact_match`, ...), when computed.
+    public func validation(step: Int, valLoss: Double, valPerplexity: Double, tasks: [String: Double] = [:]) {
         var line = JSONLineBuilder()
         line.add("kind", string: "val")
         line.add("step", step)
         line.add("val_loss", valLoss)
         line.add("val_ppl", valPerplexity)
+        for (key, value) in tasks.sorted(by: { $0.key < $1.key }) { line.add(key, value) }
         append(line.finished())
 
         guard let tensorBoard else { return }
         let wallTime = Date().timeIntervalSince1970
         tensorBoard.scalar("val/loss", valLoss, step: step, wallTime: wallTime)
         tensorBoard.scalar("val/ppl", valPerplexity, step: step, wallTime: wallTime)
+        for (key, value) in tasks.sorted(by: { $0.key < $1.key }) { tensorBoard.scalar("val/\(key)", value, step: step, wallTime: wallTime) }
         tensorBoard.flush()
     }
 

@@ -34,9 +34,10 @@ final class RunLog {
     }
 
     /// A validation result; `note` follows the numbers on the console (best so far, ...).
-    func validation(step: Int, loss: Double, note: String = "") {
-        metrics?.validation(step: step, valLoss: loss, valPerplexity: exp(loss))
-        say(String(format: "validation at step %d: loss %.4f | ppl %.3f", step, loss, exp(loss)) + note)
+    func validation(step: Int, loss: Double, tasks: [String: Double]? = nil, note: String = "") {
+        metrics?.validation(step: step, valLoss: loss, valPerplexity: exp(loss), tasks: tasks ?? [:])
+        let shown = (tasks ?? [:]).sorted { $0.key < $1.key }.map { String(format: " | %@ %.2f", $0.key, $0.value) }.joined()
+        say(String(format: "validation at step %d: loss %.4f | ppl %.3f", step, loss, exp(loss)) + shown + note)
     }
 
     /// Ends the progress line (before the summary).

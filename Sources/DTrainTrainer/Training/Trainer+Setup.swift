@@ -26,6 +26,9 @@ final class TrainingRun {
     var summary: TrainSummary
     /// One micro-batch's arrays, refilled in place for every micro-batch of the run.
     var microBatch = TokenBatch.empty
+    /// The validation records as questions with their reference answers (rank 0, with
+    /// `eval.generate_every`), for the task metrics.
+    var questions: [Question] = []
 
     // This session's clock (a resumed run continues the elapsed time of the sessions before).
     let elapsedBefore: Double
@@ -134,11 +137,25 @@ extension Trainer {
         var summary = TrainSummary(totalSteps: totalSteps, outputDir: cfg.outputDir)
         summary.tokens = progress.tokensSeen
         if progress.initialValLoss.isFinite { summary.initialValLoss = progress.initialValLoss }
-        if progress.bestStep >= 0 { summary.bestValLoss = progress.bestMetric; summary.bestStep = progress.bestStep }
-        return TrainingRun(loaded: loaded, data: data, model: model, plan: plan, totalSteps: totalSteps,
+        if progress.bestStep >= 0 && !cfg.eval.metricIsTask { summary.bestValLoss = progress.bestMetric; summary.bestStep = progress.bestStep }
+        // Task metrics: rank 0 alone answers the validation records.
+        var questions: [Question] = []
+        if cfg.eval.generateEvery > 0, let files = cfg.data.validation {
+            questions = try agreeOnSetup {
+                guard isRoot else { return [] }
+                let options = cfg.data.options
+                let encoder = try makeDataEncoder(assets: loaded.assets, options: options)
+                return try QuestionLoader.load(paths: files, encoder: encoder, options: options,
+                                               maxPromptTokens: loaded.config.maxPositionEmbeddings - cfg.eval.maxNewTokens).questions
+                    .filter { $0.answer != nil }
+            }
+        }
+        let run = TrainingRun(loaded: loaded, data: data, model: model, plan: plan, totalSteps: totalSteps,
                            builder: BatchBuilder(maxSeqLen: cfg.data.maxSeqLen, packing: cfg.data.packing), reducer: reducer,
                            optimizer: optimizer, checkpoints: checkpoints, outputDirectory: outDir, resumed: resumed,
                            progress: progress, summary: summary)
+        run.questions = questions
+        return run
     }
 
     /// Settings that cannot act as written in a run of `totalSteps` steps (resumed after

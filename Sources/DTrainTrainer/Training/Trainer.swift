@@ -69,10 +69,11 @@ public final class Trainer {
         // Validation before training: the "before" figure.
         if !run.resumed && !run.data.validation.isEmpty && config.eval.atStart {
             let v = validate(run)
+            let tasks = taskMetrics(run, step: 0)
             run.summary.initialValLoss = v
             run.progress.initialValLoss = v
-            run.progress.bestMetric = v
-            log.validation(step: 0, loss: v)
+            run.progress.bestMetric = stoppingScore(loss: v, tasks: tasks) ?? .infinity
+            log.validation(step: 0, loss: v, tasks: tasks)
         }
 
         // Stop-request handlers are installed by the train command before anything loads.
