@@ -64,10 +64,13 @@ struct Eval: ParsableCommand {
         let assets = try ModelAssets.load(path: model.model)
         _ = try assets.requireConfig()  // a directory without config.json fails before the data is read
         let encoder = try makeDataEncoder(assets: assets, options: options)
-        let encoded = try DataLoader.load(paths: data, encoder: encoder, options: options, keepText: false)
         let positions = assets.config!.maxPositionEmbeddings
-        let questions = lossOnly ? [] : try QuestionLoader.load(paths: data, encoder: encoder, options: options,
-                                                                 maxPromptTokens: positions - 1).questions
+        let encoded = try DataLoader.load(paths: data, encoder: encoder, options: options, keepText: false,
+                                          questionPromptLimit: lossOnly ? nil : positions - (maxNewTokens ?? 1))
+        let questions = encoded.questions
+        if encoded.questionsTooLong > 0 {
+            printError("eval: \(encoded.questionsTooLong) records not answered: their prompts leave no room for an answer in the model's \(positions) positions")
+        }
         let report = encoded.report
         if report.invalidCount + report.truncated + report.droppedTooLong + report.droppedNoLoss > 0 {
             printError("eval: \(report.invalidCount) invalid records skipped, \(report.truncated) truncated to \(options.maxSeqLen) tokens, "

@@ -31,23 +31,7 @@ fileprivate struct TestGGUFWriter {
     }
 
     /// GGUF's id of a value's type.
-    static func typeID(_ v: GGUFValue) -> UInt32 {
-        switch v {
-        case .uint8: return 0
-        case .int8: return 1
-        case .uint16: return 2
-        case .int16: return 3
-        case .uint32: return 4
-        case .int32: return 5
-        case .float32: return 6
-        case .bool: return 7
-        case .string: return 8
-        case .array: return 9
-        case .uint64: return 10
-        case .int64: return 11
-        case .float64: return 12
-        }
-    }
+    static func typeID(_ v: GGUFValue) -> UInt32 { GGUFWriter.typeID(v) }
 
     static func encodeString(_ s: String, into out: inout [UInt8]) {
         let bytes = Array(s.utf8)

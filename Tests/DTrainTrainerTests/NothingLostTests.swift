@@ -247,7 +247,7 @@ func expectNoRawFoundationText(_ text: String, sourceLocation: SourceLocation = 
         for (section, keys) in sections { for k in keys { known.insert("\(section).\(k)") } }
         var flags = Set<String>()
         for command in [["train"], ["eval"], ["tokenize"], ["inspect"], ["data", "check"], ["data", "render"], ["data", "split"],
-                        ["data", "dedup"], ["bench", "step"], ["bench", "checkpoint"]] {
+                        ["data", "dedup"], ["bench", "step"], ["bench", "generate"], ["bench", "checkpoint"], ["generate"], ["chat"], ["export"]] {
             let help = try runDTrainDirect(command + ["--help"])
             for m in help.out.matches(of: #/--([a-z][a-z0-9-]*)/#) { flags.insert(String(m.1)) }
         }

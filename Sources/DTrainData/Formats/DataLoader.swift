@@ -111,6 +111,11 @@ public struct EncodedData: Sendable {
     /// Where each example's record is: `locations[i]` for `examples[i]`.
     public var locations: [RecordLocation]
     public var report: DataReport
+    /// The records as questions with their references, when `load` was asked for them
+    /// (`questionPromptLimit`): every record that encoded, in order, but those whose prompt is
+    /// over the limit (counted in `questionsTooLong`).
+    public var questions: [Question] = []
+    public var questionsTooLong = 0
 
     public init(examples: [TokenizedExample], locations: [RecordLocation], report: DataReport) {
         self.examples = examples; self.locations = locations; self.report = report
@@ -129,12 +134,59 @@ public enum DataLoader {
     /// - Throws: `DataFileError` for a file that cannot be read or records that need a chat
     ///   template when there is none; under `ErrorPolicy.fail`, the first `RecordError`
     ///   (including `tooLong` under `LengthPolicy.error`).
+    ///   - questionPromptLimit: also read each record as a `Question` (prompt and reference
+    ///     answer, for generation and task metrics) in the same pass, skipping prompts of more
+    ///     tokens than this; nil: none. One pass, so a pipe as a data file works too.
     public static func load(paths: [String], encoder: ExampleEncoder, options: DataOptions,
-                            keepText: Bool = true) throws -> EncodedData {
+                            keepText: Bool = true, questionPromptLimit: Int? = nil) throws -> EncodedData {
         var examples = [TokenizedExample]()
         var locations = [RecordLocation]()
-        var report = DataReport()
+        var questions = [Question](), questionsTooLong = 0
         let limit = LengthLimit(maxSeqLen: options.maxSeqLen, policy: options.lengthPolicy)
+        let report = try forEachRecord(paths: paths, options: options) { record, location, report in
+            var example = try encoded(record, at: location) { try encoder.encode(record) }
+            if let limit = questionPromptLimit {
+                do { questions.append(try QuestionLoader.question(record, at: location, encoder: encoder, maxPromptTokens: limit)) }
+                catch is RecordError { questionsTooLong += 1 }
+            }
+            let outcome: LengthLimit.Outcome
+            do { outcome = try limit.apply(&example) } catch let problem as RecordProblem {
+                throw RecordError(location, problem)
+            }
+            report.recordsByFormat[record.format, default: 0] += 1
+            switch outcome {
+            case .dropped:
+                report.droppedTooLong += 1
+                return
+            case .truncated:
+                if example.lossTokenCount == 0 {
+                    report.droppedNoLoss += 1
+                    return
+                }
+                report.truncated += 1
+            case .fits:
+                break
+            }
+            if !keepText { example.text = "" }
+            locations.append(location)
+            report.examples += 1
+            report.tokens += example.ids.count
+            report.lossTokens += example.lossTokenCount
+            examples.append(example)
+        }
+        var data = EncodedData(examples: examples, locations: locations, report: report)
+        data.questions = questions
+        data.questionsTooLong = questionsTooLong
+        return data
+    }
+
+    /// Reads every record of `paths` in order and hands each valid one to `body` with its
+    /// location and the report being built. A record that cannot be read, or that `body`
+    /// rejects with a `RecordError`, is counted as invalid in its file's summary, or thrown
+    /// under `ErrorPolicy.fail`.
+    static func forEachRecord(paths: [String], options: DataOptions,
+                              _ body: (DataRecord, RecordLocation, inout DataReport) throws -> Void) throws -> DataReport {
+        var report = DataReport()
         for path in paths {
             var reader = try DataRecordReader(path: path, options: options.reader)
             var summary = DataReport.FileSummary(path: path, bytes: reader.bytes.count, format: nil, records: 0, invalid: 0)
@@ -142,39 +194,7 @@ public enum DataLoader {
                 if line.number > 0 { summary.records += 1 }
                 let location = RecordLocation(file: path, line: line.number)
                 do {
-                    let record = try result.get()
-                    var example: TokenizedExample
-                    do {
-                        example = try encoder.encode(record)
-                    } catch let error as NoChatTemplateError {
-                        throw DataFileError.noChatTemplate(format: error.format, location: location)
-                    } catch let problem as RecordProblem {
-                        throw RecordError(location, problem)
-                    }
-                    let outcome: LengthLimit.Outcome
-                    do { outcome = try limit.apply(&example) } catch let problem as RecordProblem {
-                        throw RecordError(location, problem)
-                    }
-                    report.recordsByFormat[record.format, default: 0] += 1
-                    switch outcome {
-                    case .dropped:
-                        report.droppedTooLong += 1
-                        return
-                    case .truncated:
-                        if example.lossTokenCount == 0 {
-                            report.droppedNoLoss += 1
-                            return
-                        }
-                        report.truncated += 1
-                    case .fits:
-                        break
-                    }
-                    if !keepText { example.text = "" }
-                    locations.append(location)
-                    report.examples += 1
-                    report.tokens += example.ids.count
-                    report.lossTokens += example.lossTokenCount
-                    examples.append(example)
+                    try body(try result.get(), location, &report)
                 } catch let error as RecordError {
                     if options.onError == .fail { throw error }
                     summary.invalid += 1
@@ -184,6 +204,18 @@ public enum DataLoader {
             summary.format = reader.format
             report.files.append(summary)
         }
-        return EncodedData(examples: examples, locations: locations, report: report)
+        return report
+    }
+
+    /// Runs an encoding step for the record at `location`, turning its problems into the
+    /// errors the loaders report: `DataFileError.noChatTemplate`, `RecordError`.
+    static func encoded<T>(_ record: DataRecord, at location: RecordLocation, _ step: () throws -> T) throws -> T {
+        do {
+            return try step()
+        } catch let error as NoChatTemplateError {
+            throw DataFileError.noChatTemplate(format: error.format, location: location)
+        } catch let problem as RecordProblem {
+            throw RecordError(location, problem)
+        }
     }
 }

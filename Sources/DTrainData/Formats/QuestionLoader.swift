@@ -24,41 +24,28 @@ public enum QuestionLoader {
     public static func load(paths: [String], encoder: ExampleEncoder, options: DataOptions,
                             maxPromptTokens: Int) throws -> (questions: [Question], report: DataReport) {
         var questions: [Question] = []
-        var report = DataReport()
-        for path in paths {
-            var reader = try DataRecordReader(path: path, options: options.reader)
-            var summary = DataReport.FileSummary(path: path, bytes: reader.bytes.count, format: nil, records: 0, invalid: 0)
-            try reader.forEachRecord { line, result in
-                if line.number > 0 { summary.records += 1 }
-                let location = RecordLocation(file: path, line: line.number)
-                do {
-                    let record = try result.get()
-                    let (question, answer) = record.questionAndAnswer
-                    let prompt: [Int32]
-                    do {
-                        let rendered = try encoder.render(question, addGenerationPrompt: true)
-                        prompt = try encoder.tokenize(rendered, format: question.format).ids
-                    } catch let error as NoChatTemplateError {
-                        throw DataFileError.noChatTemplate(format: error.format, location: location)
-                    } catch let problem as RecordProblem {
-                        throw RecordError(location, problem)
-                    }
-                    if prompt.count > maxPromptTokens {
-                        throw RecordError(location, .tooLong(tokens: prompt.count, limit: maxPromptTokens))
-                    }
-                    report.recordsByFormat[record.format, default: 0] += 1
-                    report.examples += 1
-                    report.tokens += prompt.count
-                    questions.append(Question(location: location, format: record.format, prompt: prompt, answer: answer, record: record))
-                } catch let error as RecordError {
-                    if options.onError == .fail { throw error }
-                    summary.invalid += 1
-                    report.addInvalid(error)
-                }
-            }
-            summary.format = reader.format
-            report.files.append(summary)
+        let report = try DataLoader.forEachRecord(paths: paths, options: options) { record, location, report in
+            let q = try question(record, at: location, encoder: encoder, maxPromptTokens: maxPromptTokens)
+            report.recordsByFormat[record.format, default: 0] += 1
+            report.examples += 1
+            report.tokens += q.prompt.count
+            questions.append(q)
         }
         return (questions, report)
+    }
+
+    /// One record as a question: its prompt rendered and tokenized as training renders it up to
+    /// the answer. - Throws: `RecordError` (a prompt over `maxPromptTokens` is `tooLong`),
+    /// `DataFileError.noChatTemplate`.
+    static func question(_ record: DataRecord, at location: RecordLocation, encoder: ExampleEncoder,
+                         maxPromptTokens: Int) throws -> Question {
+        let (question, answer) = record.questionAndAnswer
+        let prompt = try DataLoader.encoded(record, at: location) {
+            try encoder.tokenize(try encoder.render(question, addGenerationPrompt: true), format: question.format).ids
+        }
+        if prompt.count > maxPromptTokens {
+            throw RecordError(location, .tooLong(tokens: prompt.count, limit: maxPromptTokens))
+        }
+        return Question(location: location, format: record.format, prompt: prompt, answer: answer, record: record)
     }
 }

@@ -115,7 +115,7 @@ public enum GGUFWriter {
     }
 
     /// GGUF's value type ids.
-    static func typeID(_ v: GGUFValue) -> UInt32 {
+    public static func typeID(_ v: GGUFValue) -> UInt32 {
         switch v {
         case .uint8: return 0
         case .int8: return 1
