@@ -17,11 +17,7 @@ CACHE="${DTRAIN_CACHE:-$HOME/.cache/dtrain}"
 LLAMA_CPP_PYTHON=0.3.36
 # ---------------------------------------------------------------------------------------------
 
-MODEL="$(bash launch/fetch-model.sh)"
-swift build -c release >&2
-DTRAIN="$(swift build -c release --show-bin-path)/dtrain"
-grep -m1 "model name" /proc/cpuinfo >&2
-echo "OPENBLAS_CORETYPE=${OPENBLAS_CORETYPE:-unset}" >&2
+source bench/dtrain-env.sh
 
 BUILD="$CACHE/llama.cpp/build"
 if [ ! -x "$BUILD/bin/llama-bench" ] || [ ! -x "$BUILD/bin/llama-batched-bench" ]; then

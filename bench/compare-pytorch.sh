@@ -32,11 +32,7 @@ if ! "$VENV/bin/python" -c "import torch, transformers, peft" 2>/dev/null; then
     "$VENV/bin/pip" install -q transformers peft >&2
 fi
 
-MODEL="$(bash launch/fetch-model.sh)"
-swift build -c release >&2
-DTRAIN="$(swift build -c release --show-bin-path)/dtrain"
-grep -m1 "model name" /proc/cpuinfo >&2
-echo "OPENBLAS_CORETYPE=${OPENBLAS_CORETYPE:-unset}" >&2
+source bench/dtrain-env.sh
 
 LOG="$(mktemp)"
 trap 'rm -f "$LOG"' EXIT
