@@ -154,7 +154,10 @@ __attribute__((constructor)) static void dtrain_choose_blas_kernels(void) {
     const char *best = dtrain_blas_kernels_for_level(features.level, features.avx512bf16);
     if (!best[0]) return;
     copyName(selection.switchedTo, best);
-    selection.switchWorked = dtrain_blas_switch(best);
+    selection.switchWorked = 0;
+    // Seen once in a full test run: the first re-initialisation did not take (the process kept
+    // OpenBLAS's fallback), the next one did. A few tries cost microseconds.
+    for (int attempt = 0; attempt < 3 && !selection.switchWorked; attempt++) selection.switchWorked = dtrain_blas_switch(best);
     // A name OpenBLAS cannot force makes it fall back to a set of its own choosing: go back to
     // the one it had (a forced test-hook set is named; otherwise the environment decides).
     if (!selection.switchWorked && !dtrain_blas_switch(selection.openblasChose)) dtrain_blas_reinit();

@@ -50,7 +50,8 @@ import Testing
         // The reference: the checkpoint applied as export applies it (merged into the weights for hf and gguf).
         let merged = try Self.logits(model: base, checkpoint: checkpoint, merge: true)
         let onTheFly = try Self.logits(model: base, checkpoint: checkpoint)
-        // F32 within 1e-5 absolute; the narrower types within a fraction of the logits' scale
+        // F32 within 1e-5 of the logits' scale (bit-identical when both processes run the same
+        // kernels); the narrower types within a fraction of it
         // (measured: f16 1e-3, bf16 4e-2, q8_0 5e-2 of max |logit|).
         var formats: [(format: String, dtype: String, tolerance: Double)] = [("hf", "f32", 1e-5), ("gguf", "f32", 1e-5),
                                                                              ("hf", "bf16", 0.08), ("gguf", "f16", 0.005), ("gguf", "q8_0", 0.1)]
@@ -68,7 +69,9 @@ import Testing
             }
             let c = compare(readBack, format == "peft" ? onTheFly : merged, label: "\(method) \(format) \(dtype) read back")
             print(c)
-            #expect(c.shapeMatches && (dtype == "f32" ? c.maxAbs : c.maxRelToScale) <= tolerance, "\(c)")
+            // Relative to the logits' scale: the merge runs in this process and in dtrain's, whose
+            // BLAS kernels may differ (a user's OPENBLAS_CORETYPE), so F32 is equal to rounding.
+            #expect(c.shapeMatches && c.maxRelToScale <= tolerance, "\(c)")
         }
         // Merging is exact up to float32 rounding.
         let m = compare(merged, onTheFly, label: "\(method) merged vs adapter beside the weights")
