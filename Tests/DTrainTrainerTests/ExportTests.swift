@@ -60,7 +60,9 @@ import Testing
             let target = dir.appendingPathComponent("\(format)-\(dtype)").path
             let r = try Self.export(["--checkpoint", checkpoint, "--format", format, "--dtype", dtype, "--out", target])
             #expect(r.status == 0, "\(format) \(dtype): \(r.err)")
-            #expect(!FileManager.default.fileExists(atPath: target + ".tmp-\(0)"))
+            // Nothing left under a temporary name beside the finished directory.
+            let leftovers = try FileManager.default.contentsOfDirectory(atPath: dir.path).filter { $0.contains(".tmp-") || $0.contains(".old-") }
+            #expect(leftovers.isEmpty, "\(leftovers)")
             let readBack: [Float]
             switch format {
             case "peft": readBack = try Self.logits(model: base, adapter: target)

@@ -80,8 +80,13 @@ public struct TokenSampler {
 
     /// The index of the first largest value.
     public static func argmax(_ x: [Float]) -> Int32 {
+        x.withUnsafeBufferPointer { argmax($0.baseAddress!, $0.count) }
+    }
+
+    /// The index of the first largest of x[0..<n].
+    public static func argmax(_ x: UnsafePointer<Float>, _ n: Int) -> Int32 {
         var best = 0
-        for i in 1..<x.count where x[i] > x[best] { best = i }
+        for i in 1..<n where x[i] > x[best] { best = i }
         return Int32(best)
     }
 }

@@ -37,7 +37,7 @@ public struct GenerateBenchmark {
                 while at < prompt.count {
                     let n = min(decoder.chunk, prompt.count - at)
                     let logits = decoder.append(Array(prompt[at..<(at + n)]), segments: [.init(row: row, count: n)])
-                    if at + n == prompt.count { last[row] = argmax(logits, V) }
+                    if at + n == prompt.count { last[row] = TokenSampler.argmax(logits, V) }
                     at += n
                 }
             }
@@ -45,7 +45,7 @@ public struct GenerateBenchmark {
             let segments = (0..<batch).map { KVCacheDecoder.Segment(row: $0, count: 1) }
             for _ in 0..<newTokens {
                 let logits = decoder.append(last, segments: segments)
-                for row in 0..<batch { last[row] = argmax(logits + row * V, V) }
+                for row in 0..<batch { last[row] = TokenSampler.argmax(logits + row * V, V) }
             }
             let t2 = now()
             bestPrompt = max(bestPrompt, Double(batch * promptTokens) / (t1 - t0))
@@ -53,12 +53,6 @@ public struct GenerateBenchmark {
         }
         return GenerateBenchmark(cpu: MachineKernels.cpu.description, threads: threads, batch: batch, promptTokens: promptTokens,
                                  newTokens: newTokens, promptTokensPerSecond: bestPrompt, generatedTokensPerSecond: bestDecode)
-    }
-
-    static func argmax(_ x: UnsafePointer<Float>, _ n: Int) -> Int32 {
-        var best = 0
-        for i in 1..<n where x[i] > x[best] { best = i }
-        return Int32(best)
     }
 
     public var json: [String: Any] {
