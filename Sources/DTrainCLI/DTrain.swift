@@ -13,16 +13,17 @@ struct ModelOptions: ParsableArguments {
 
 /// Compute threads; defaults to every core this process may use.
 struct ThreadOptions: ParsableArguments {
-    @Option(help: "BLAS and element-wise threads (default: all available cores).")
+    @Option(help: "BLAS and element-wise threads (default: all available cores, shared among the ranks mpirun or srun started on this node).")
     var threads: Int?
-    var resolved: Int { threads ?? ComputeThreads.available }
+    var resolved: Int { threads ?? ComputeThreads.perRank }
 }
 
 /// Turns a thrown error into one clear line on stderr and exit status 1; usage errors go on to
-/// `DTrain.run(arguments:)`, which exits 2 for them.
-func runReportingErrors(_ body: () throws -> Void) throws {
+/// `DTrain.run(arguments:)`, which exits 2 for them. `quiet`: a rank other than 0 of a command
+/// whose ranks all fail alike leaves the message to rank 0.
+func runReportingErrors(quiet: Bool = false, _ body: () throws -> Void) throws {
     do { try body() } catch let error as ValidationError { throw error } catch let error as ExitCode { throw error } catch {
-        printError("error: \(userFacingDescription(error))")
+        if !quiet { printError("error: \(userFacingDescription(error))") }
         throw ExitCode(1)
     }
 }

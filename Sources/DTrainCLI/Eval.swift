@@ -14,7 +14,9 @@ struct Eval: ParsableCommand {
             the training data pipeline: the same template, loss masks and length policy as `train`. With \
             --config RUN.yaml (the run's data: section) on the run's validation file, the loss printed is the \
             run's validation loss. --adapter applies a PEFT adapter directory (a LoRA run's final/ or best/, or \
-            one PEFT wrote); --checkpoint applies a dtrain checkpoint (LoRA or full) trained from --model.
+            one PEFT wrote); --checkpoint applies a dtrain checkpoint (LoRA or full) trained from --model. \
+            Under mpirun or srun the ranks share the records (each scores and answers a share) and rank 0 \
+            prints the report, which is the one a single process prints.
             Exit status: 0 done; 1 an error (named on stderr).
             """)
     @OptionGroup var model: ModelOptions
@@ -36,7 +38,8 @@ struct Eval: ParsableCommand {
     @OptionGroup var threads: ThreadOptions
 
     func run() throws {
-        try runReportingErrors {
+        let comm = World.make()
+        try runReportingErrors(quiet: comm.rank != 0) {
             guard !data.isEmpty else { throw ValidationError("--data FILE.jsonl is required") }
             guard batch > 0 else { throw ValidationError("--batch \(batch): expected a positive number of examples") }
             guard adapter == nil || checkpoint == nil else {
@@ -46,7 +49,7 @@ struct Eval: ParsableCommand {
             if let labels, parsedLabels(labels).count < 2 {
                 throw ValidationError("--labels \(labels): expected at least two comma-separated labels")
             }
-            try evaluate()
+            try evaluate(comm)
         }
     }
 
@@ -55,8 +58,8 @@ struct Eval: ParsableCommand {
     }
 
     /// Loads the model, applies --adapter or --checkpoint, encodes the data as training does and
-    /// prints the losses and task metrics (for the base model too with --compare-base).
-    func evaluate() throws {
+    /// prints the losses and task metrics (for the base model too with --compare-base) on rank 0.
+    func evaluate(_ comm: Communicator) throws {
         var settings = try dataFlags.settings()
         settings.maxSeqLen = maxSeqLen
         ComputeThreads.configure(threads.resolved)
@@ -68,23 +71,24 @@ struct Eval: ParsableCommand {
         let encoded = try DataLoader.load(paths: data, encoder: encoder, options: options, keepText: false,
                                           questionPromptLimit: lossOnly ? nil : positions - (maxNewTokens ?? 1))
         let questions = encoded.questions
-        if encoded.questionsTooLong > 0 {
+        if encoded.questionsTooLong > 0 && comm.rank == 0 {
             printError("eval: \(encoded.questionsTooLong) records not answered: their prompts leave no room for an answer in the model's \(positions) positions")
         }
         let report = encoded.report
-        if report.invalidCount + report.truncated + report.droppedTooLong + report.droppedNoLoss > 0 {
+        if report.invalidCount + report.truncated + report.droppedTooLong + report.droppedNoLoss > 0 && comm.rank == 0 {
             printError("eval: \(report.invalidCount) invalid records skipped, \(report.truncated) truncated to \(options.maxSeqLen) tokens, "
                        + "\(report.droppedTooLong + report.droppedNoLoss) dropped (too long, or no token left that carries loss)")
         }
         let tuned = try TunedModel.load(assets: assets, adapter: adapter, checkpoint: checkpoint)
         let newTokens = maxNewTokens ?? min(512, 8 + 2 * (questions.compactMap(\.answer).map { assets.tokenizer.encode($0).count }.max() ?? 0))
         var reports = [try score(tuned.model, weights: tuned.weights, encoded: encoded, encoder: encoder, questions: questions,
-                                 options: options, newTokens: newTokens, stopTokens: assets.stopTokenIDs)]
+                                 options: options, newTokens: newTokens, stopTokens: assets.stopTokenIDs, comm: comm)]
         if compareBase {
             let base = try TunedModel.load(assets: assets, adapter: nil, checkpoint: nil)
             reports.append(try score(base.model, weights: base.weights, encoded: encoded, encoder: encoder, questions: questions,
-                                     options: options, newTokens: newTokens, stopTokens: assets.stopTokenIDs))
+                                     options: options, newTokens: newTokens, stopTokens: assets.stopTokenIDs, comm: comm))
         }
+        guard comm.rank == 0 else { return }
         if json {
             var top = reports[0].json
             top["invalid"] = report.invalidCount; top["truncated"] = report.truncated
@@ -163,17 +167,16 @@ struct Eval: ParsableCommand {
     }
 
     func score(_ llama: LlamaModel, weights: String, encoded: EncodedData, encoder: ExampleEncoder, questions: [Question],
-               options: DataOptions, newTokens: Int, stopTokens: [Int32]) throws -> ModelReport {
+               options: DataOptions, newTokens: Int, stopTokens: [Int32], comm: Communicator) throws -> ModelReport {
         let T = max(2, min(options.maxSeqLen, encoded.examples.map(\.ids.count).max() ?? 2))
         let start = now()
-        let result = LossEvaluation.evaluate(model: llama, data: encoded, seqLen: T, perPass: batch)
+        let result = LossEvaluation.evaluate(model: llama, data: encoded, seqLen: T, perPass: batch, comm: comm)
         var tasks = TaskScores()
         if let labels {
-            tasks = try TaskEvaluation.classified(model: llama, encoder: encoder, questions: questions, labels: parsedLabels(labels), perPass: batch)
+            tasks = try TaskEvaluation.classified(model: llama, encoder: encoder, questions: questions, labels: parsedLabels(labels), comm: comm)
         } else if !questions.isEmpty {
-            tasks = TaskEvaluation.generated(model: llama, tokenizer: encoder.tokenizer, questions: questions,
-                                             stopTokens: stopTokens,
-                                             maxNewTokens: newTokens, batch: max(batch, 8))
+            tasks = try TaskEvaluation.generated(model: llama, tokenizer: encoder.tokenizer, questions: questions,
+                                                 stopTokens: stopTokens, maxNewTokens: newTokens, batch: max(batch, 8), comm: comm)
         }
         return ModelReport(weights: weights, loss: result, tasks: tasks, seconds: now() - start, tokens: encoded.report.tokens)
     }

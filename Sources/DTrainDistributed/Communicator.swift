@@ -74,6 +74,18 @@ extension Communicator {
     }
 }
 
+extension Communicator {
+    /// Every rank's `value`, in rank order, on every rank (one broadcast per rank: for results
+    /// gathered once, such as eval's answers, not for anything inside a training step).
+    public func allGather<T: Codable>(_ value: T) throws -> [T] {
+        try (0..<worldSize).map { root in
+            var copy = value
+            try broadcast(&copy, root: root)
+            return copy
+        }
+    }
+}
+
 /// A world of one: every collective is the identity.
 public final class SingleProcessCommunicator: Communicator {
     public init() {}

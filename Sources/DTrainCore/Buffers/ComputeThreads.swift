@@ -42,4 +42,12 @@ public enum ComputeThreads {
 
     /// Cores this process may run on.
     public static var available: Int { ProcessInfo.processInfo.activeProcessorCount }
+
+    /// The default threads of one rank: this node's cores shared among the ranks a launcher
+    /// (mpirun, srun) started on it; all of them for a process started alone.
+    public static var perRank: Int {
+        let env = ProcessInfo.processInfo.environment
+        let local = Int(env["OMPI_COMM_WORLD_LOCAL_SIZE"] ?? env["SLURM_NTASKS_PER_NODE"] ?? "1") ?? 1
+        return max(1, available / max(local, 1))
+    }
 }

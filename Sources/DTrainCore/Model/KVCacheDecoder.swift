@@ -96,6 +96,45 @@ public final class KVCacheDecoder {
     /// at most `chunk`, each row at most once) and returns the logits after each segment's last
     /// token: (segments.count, V), valid until the next pass.
     public func append(_ tokens: [Int32], segments: [Segment]) -> UnsafePointer<Float> {
+        let c = model.config, C = c.hiddenSize, a = acts.base, p = model.params.base
+        runLayers(tokens, segments)
+        // Only each segment's last token needs logits.
+        var end = 0
+        for (si, s) in segments.enumerated() {
+            end += s.count
+            (a + o.last + si * C).update(from: a + o.x + (end - 1) * C, count: C)
+        }
+        let S = segments.count
+        RMSNorm.forward(a + o.lastNorm, a + o.lastRstd, a + o.last, p + model.layout.finalNorm, S, C, c.rmsNormEps)
+        Linear.forward(a + o.logits, a + o.lastNorm, p + model.layout.lmHead, nil, S, C, c.vocabSize)
+        return UnsafePointer(a + o.logits)
+    }
+
+    /// Appends as `append` does and returns every appended token's final-normed hidden state,
+    /// (tokens.count, C) in the pass's token order, valid until the next pass: the LM head's input,
+    /// for scoring each position (CrossEntropyHead) rather than sampling after the last.
+    public func appendReturningHidden(_ tokens: [Int32], segments: [Segment]) -> UnsafePointer<Float> {
+        let c = model.config, a = acts.base
+        runLayers(tokens, segments)
+        RMSNorm.forward(a + o.ln, a + o.rstd, a + o.x, model.params.base + model.layout.finalNorm, tokens.count, c.hiddenSize, c.rmsNormEps)
+        return UnsafePointer(a + o.ln)
+    }
+
+    /// Makes row `to` hold the first `count` cached tokens of row `from` (a shared prompt
+    /// computed once, continued differently in each row).
+    public func copyPrefix(from: Int, to: Int, count: Int) {
+        precondition(count <= lengths[from] && from != to, "KVCacheDecoder: row \(from) holds \(lengths[from]) tokens, not \(count)")
+        let n = count * model.config.kvDim
+        for l in 0..<model.config.numLayers {
+            cached(false, l, to).update(from: cached(false, l, from), count: n)
+            cached(true, l, to).update(from: cached(true, l, from), count: n)
+        }
+        lengths[to] = count
+    }
+
+    /// The layers over a pass's tokens: leaves the residual stream in `o.x` and the new keys
+    /// and values in the rows' caches.
+    private func runLayers(_ tokens: [Int32], _ segments: [Segment]) {
         let c = model.config, N = tokens.count, C = c.hiddenSize, F = c.intermediateSize, L = c.numLayers
         precondition(N > 0 && N <= chunk && segments.count <= rows, "KVCacheDecoder: \(N) tokens in \(segments.count) segments exceed the pass size \(chunk)")
         precondition(segments.reduce(0) { $0 + $1.count } == N, "KVCacheDecoder: segment counts do not add up to the tokens")
@@ -132,17 +171,7 @@ public final class KVCacheDecoder {
             SwiGLU.forward(h, gate, up, N * F)
             project(.down_proj, l, x, from: h, N)
         }
-        // Only each segment's last token needs logits.
-        var end = 0
-        for (si, s) in segments.enumerated() {
-            end += s.count
-            (a + o.last + si * C).update(from: x + (end - 1) * C, count: C)
-        }
         for s in segments { lengths[s.row] += s.count }
-        let S = segments.count
-        RMSNorm.forward(a + o.lastNorm, a + o.lastRstd, a + o.last, p + model.layout.finalNorm, S, C, c.rmsNormEps)
-        Linear.forward(a + o.logits, a + o.lastNorm, p + model.layout.lmHead, nil, S, C, c.vocabSize)
-        return UnsafePointer(a + o.logits)
     }
 
     // MARK: - Layer pieces

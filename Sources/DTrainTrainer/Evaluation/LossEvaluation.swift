@@ -1,5 +1,6 @@
 import DTrainCore
 import DTrainData
+import DTrainDistributed
 import DTrainIO
 import Foundation
 
@@ -31,8 +32,11 @@ public struct EvalResult {
 /// run's validation file it gives that run's validation loss.
 public enum LossEvaluation {
     /// Scores `examples`, `perPass` at a time packed into rows of at most `seqLen` tokens
-    /// (attention and positions reset at each example).
-    public static func evaluate(model: LlamaModel, data: EncodedData, seqLen T: Int, perPass: Int) -> EvalResult {
+    /// (attention and positions reset at each example). Under several ranks, each rank scores
+    /// every `worldSize`-th pass of `perPass` examples, packed as one rank packs them, and the
+    /// per-record sums are all-reduced: every rank returns what one rank alone would.
+    public static func evaluate(model: LlamaModel, data: EncodedData, seqLen T: Int, perPass: Int,
+                                comm: Communicator = SingleProcessCommunicator()) -> EvalResult {
         let examples = data.examples
         let builder = BatchBuilder(maxSeqLen: T, packing: true)
         let sequences = examples.map { SequenceExample(ids: $0.ids, lossMask: $0.lossMask) }
@@ -42,7 +46,7 @@ public enum LossEvaluation {
         let rowLoss = UnsafeMutablePointer<Float>.allocate(capacity: perPass * T)
         defer { rowLoss.deallocate() }
         var batch = TokenBatch.empty
-        for start in stride(from: 0, to: sequences.count, by: perPass) {
+        for start in stride(from: comm.rank * perPass, to: sequences.count, by: perPass * comm.worldSize) {
             let chunk = Array(start..<min(sequences.count, start + perPass))
             builder.fill(&batch, for: chunk, from: sequences)
             _ = model.evaluate(batch, rowLoss: rowLoss)
@@ -60,6 +64,9 @@ public enum LossEvaluation {
                 }
             }
         }
+        // Each record was scored on one rank: adding the others' zeros changes no bit.
+        comm.allReduceSum(&sums)
+        comm.allReduceSum(&counts)
         let total = counts.reduce(0, +)
         let records = examples.indices.map {
             EvalResult.Record(index: $0, location: data.locations[$0], tokens: counts[$0],

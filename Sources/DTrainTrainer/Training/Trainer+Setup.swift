@@ -26,7 +26,7 @@ final class TrainingRun {
     var summary: TrainSummary
     /// One micro-batch's arrays, refilled in place for every micro-batch of the run.
     var microBatch = TokenBatch.empty
-    /// The validation records as questions with their reference answers (rank 0, with
+    /// The validation records as questions with their reference answers (every rank, with
     /// `eval.generate_every`), for the task metrics.
     var questions: [Question] = []
 
@@ -138,11 +138,10 @@ extension Trainer {
         summary.tokens = progress.tokensSeen
         if progress.initialValLoss.isFinite { summary.initialValLoss = progress.initialValLoss }
         if progress.bestStep >= 0 && !cfg.eval.metricIsTask { summary.bestValLoss = progress.bestMetric; summary.bestStep = progress.bestStep }
-        // Task metrics: rank 0 alone answers the validation records.
+        // Task metrics: the ranks share the validation records' answers.
         var questions: [Question] = []
         if cfg.eval.generateEvery > 0, let files = cfg.data.validation {
             questions = try agreeOnSetup {
-                guard isRoot else { return [] }
                 let options = cfg.data.options
                 let encoder = try makeDataEncoder(assets: loaded.assets, options: options)
                 return try QuestionLoader.load(paths: files, encoder: encoder, options: options,

@@ -1,5 +1,6 @@
 import DTrainCore
 import DTrainData
+import DTrainDistributed
 import Foundation
 
 extension Trainer {
@@ -22,15 +23,17 @@ extension Trainer {
     }
 
 
-    /// Rank 0's task metrics of the validation answers when `eval.generate_every` says so at
-    /// this step (a multiple of it, the start and the end); nil otherwise and on other ranks.
-    func taskMetrics(_ run: TrainingRun, step: Int) -> [String: Double]? {
+    /// The task metrics of the validation answers when `eval.generate_every` says so at this
+    /// step (a multiple of it, the start and the end), the same on every rank (each answers a
+    /// share of the records); nil otherwise.
+    func taskMetrics(_ run: TrainingRun, step: Int) throws -> [String: Double]? {
         let cfg = config.eval
-        guard isRoot, cfg.generateEvery > 0, !run.questions.isEmpty,
+        guard cfg.generateEvery > 0, !run.questions.isEmpty,
               step % cfg.generateEvery == 0 || step == run.totalSteps else { return nil }
         let assets = run.loaded.assets
-        let scores = TaskEvaluation.generated(model: run.model, tokenizer: assets.tokenizer, questions: run.questions,
-                                              stopTokens: assets.stopTokenIDs, maxNewTokens: cfg.maxNewTokens, batch: max(8, config.batch.micro))
+        let scores = try TaskEvaluation.generated(model: run.model, tokenizer: assets.tokenizer, questions: run.questions,
+                                                  stopTokens: assets.stopTokenIDs, maxNewTokens: cfg.maxNewTokens,
+                                                  batch: max(8, config.batch.micro), comm: comm)
         var out: [String: Double] = [:]
         for (key, value) in scores.json where cfg.metrics.contains(key) { out[key] = value as? Double }
         return out
@@ -50,7 +53,7 @@ extension Trainer {
         let due = cfg.eval.everySteps > 0 && step % cfg.eval.everySteps == 0
         guard !run.data.validation.isEmpty && (due || step == run.totalSteps) else { return false }
         let v = validate(run)
-        let tasks = taskMetrics(run, step: step)
+        let tasks = try taskMetrics(run, step: step)
         run.summary.finalValLoss = v
         run.progress.valLoss = v
         var decision = [0, 0] // [improved, stop]

@@ -55,10 +55,7 @@ public final class Trainer {
 
     /// Threads per rank: the config's, or the cores of this node shared among its ranks.
     public static func threadsPerRank(_ config: RunConfig) -> Int {
-        if let t = config.threads { return t }
-        let env = ProcessInfo.processInfo.environment
-        let local = Int(env["OMPI_COMM_WORLD_LOCAL_SIZE"] ?? env["SLURM_NTASKS_PER_NODE"] ?? "1") ?? 1
-        return max(1, ComputeThreads.available / max(local, 1))
+        config.threads ?? ComputeThreads.perRank
     }
 
     func say(_ text: String) { log.say(text) }
@@ -69,7 +66,7 @@ public final class Trainer {
         // Validation before training: the "before" figure.
         if !run.resumed && !run.data.validation.isEmpty && config.eval.atStart {
             let v = validate(run)
-            let tasks = taskMetrics(run, step: 0)
+            let tasks = try taskMetrics(run, step: 0)
             run.summary.initialValLoss = v
             run.progress.initialValLoss = v
             run.progress.bestMetric = stoppingScore(loss: v, tasks: tasks) ?? .infinity
