@@ -27,10 +27,18 @@ func dtrainBinary() throws -> String {
 func runDTrain(ranks: Int, _ args: [String], env extra: [String: String] = [:], unset: [String] = [], timeout: Double = 600,
                whileRunning: ((Int32) -> Void)? = nil) throws
     -> (status: Int32, out: String, err: String) {
-    let dtrain = try dtrainBinary()
+    try runLauncher(["mpirun", "-n", "\(ranks)", "--oversubscribe", "--bind-to", "none", try dtrainBinary()] + args,
+                    env: extra, unset: unset, timeout: timeout, whileRunning: whileRunning)
+}
+
+/// Runs a launcher (`mpirun ...`, `bash launch/cluster.sh ...`) found on PATH with Open MPI
+/// allowed to run as root, and returns its exit status and output; `whileRunning` is called with
+/// its pid every 50 ms until it ends.
+func runLauncher(_ argv: [String], env extra: [String: String] = [:], unset: [String] = [], timeout: Double = 600,
+                 whileRunning: ((Int32) -> Void)? = nil) throws -> (status: Int32, out: String, err: String) {
     let p = Process()
     p.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-    p.arguments = ["mpirun", "-n", "\(ranks)", "--oversubscribe", "--bind-to", "none", dtrain] + args
+    p.arguments = argv
     var env = ProcessInfo.processInfo.environment
     env["OMPI_ALLOW_RUN_AS_ROOT"] = "1"
     env["OMPI_ALLOW_RUN_AS_ROOT_CONFIRM"] = "1"
@@ -56,7 +64,7 @@ func runDTrain(ranks: Int, _ args: [String], env extra: [String: String] = [:], 
         whileRunning?(p.processIdentifier)
         usleep(50_000)
     }
-    if p.isRunning { p.terminate(); throw FixtureError(message: "mpirun -n \(ranks) did not finish in \(Int(timeout)) s (a rank hung)") }
+    if p.isRunning { p.terminate(); throw FixtureError(message: "\(argv.prefix(3).joined(separator: " ")) did not finish in \(Int(timeout)) s (a rank hung)") }
     group.wait()
     return (p.terminationStatus, String(decoding: out, as: UTF8.self), String(decoding: err, as: UTF8.self))
 }
