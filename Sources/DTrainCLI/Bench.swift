@@ -7,7 +7,53 @@ import DTrainTrainer
 import Foundation
 
 struct Bench: ParsableCommand {
-    static let configuration = CommandConfiguration(abstract: "Benchmarks.", subcommands: [Step.self, Generate.self, Checkpoint.self])
+    static let configuration = CommandConfiguration(abstract: "Benchmarks.", subcommands: [Step.self, Generate.self, Checkpoint.self, AllReduce.self])
+
+    struct AllReduce: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            commandName: "allreduce",
+            abstract: "Time blocking all-reduces across this job's ranks (run it under mpirun) and fit the links.",
+            discussion: """
+                Prints each size's fastest all-reduce, the fit t(n) = fixed + n / rate, its reading as a ring \
+                (per-message latency, link bandwidth), the bucket size training picks from it, and the ring's cost \
+                of each --payload-mb at other rank counts on the same links. launch/bench-scaling.sh --hosts runs it \
+                on the namespace cluster.
+                """)
+        @Option(help: "Bytes per rank to time (repeatable; default 8 bytes, then 4 KiB to 16 MiB in steps of 4x).") var bytes: [Int] = []
+        @Option(help: "Rounds per size; the fastest counts.") var repeats = 5
+        @Option(help: "Gradient payloads (MB per rank) to model at other rank counts (repeatable).") var payloadMb: [Double] = []
+        @Option(help: "Rank counts to model.") var modelRanks: [Int] = [8, 64]
+        @Flag(help: "Print one JSON object on stdout (rank 0).") var json = false
+
+        func run() throws {
+            let comm = World.make()
+            let sizes = bytes.isEmpty ? [8] + (0..<7).map { 4096 << (2 * $0) } : bytes
+            guard sizes.allSatisfy({ $0 >= 4 }) else { throw ValidationError("--bytes: expected sizes of at least 4 bytes") }
+            let fit = LinkProbe.measure(comm, sizes: sizes, repeats: repeats)
+            guard comm.rank == 0 else { return }
+            let payloads = payloadMb.map { $0 * 1e6 }
+            let predictions = payloads.map { bytes in modelRanks.map { ["ranks": $0, "seconds": fit.ringSeconds(bytes: bytes, ranks: $0)] as [String: Any] } }
+            if json {
+                print(jsonLine(["ranks": comm.worldSize, "samples": fit.samples.map { ["bytes": Int($0[0]), "seconds": $0[1]] },
+                                "fixed_s": fit.fixedSeconds, "s_per_byte": fit.secondsPerByte, "latency_s": fit.latency,
+                                "bandwidth_bytes_per_s": fit.bandwidth,
+                                "bucket_bytes": payloads.map { fit.bucketFloats(total: Int($0 / 4)) * 4 },
+                                "payload_bytes": payloads, "predicted": predictions]))
+                return
+            }
+            print("all-reduce over \(comm.worldSize) ranks (fastest of \(repeats)):")
+            for s in fit.samples {
+                print(String(format: "  %10.0f bytes: %9.1f us  (%.3f GB/s of buffer)", s[0], s[1] * 1e6, s[0] / s[1] / 1e9))
+            }
+            print(String(format: "fit: %.1f us + bytes / %.3f GB/s; as a ring: latency %.1f us per message, link bandwidth %.3f GB/s",
+                         fit.fixedSeconds * 1e6, 1 / max(fit.secondsPerByte, 1e-15) / 1e9, fit.latency * 1e6, fit.bandwidth / 1e9))
+            for (i, bytes) in payloads.enumerated() {
+                let floats = fit.bucketFloats(total: Int(bytes / 4))
+                print(String(format: "payload %.2f MB: buckets of %.2f MB; ring all-reduce ", bytes / 1e6, Double(floats * 4) / 1e6)
+                      + predictions[i].map { String(format: "%d ranks %.1f ms", $0["ranks"] as! Int, ($0["seconds"] as! Double) * 1e3) }.joined(separator: ", "))
+            }
+        }
+    }
 
     struct Checkpoint: ParsableCommand {
         static let configuration = CommandConfiguration(

@@ -79,6 +79,10 @@ public struct TrainingProgress: Equatable, Sendable, Codable {
     /// Validation loss measured at this step (NaN when there was none): ranks the "best" checkpoint.
     public var valLoss = Double.nan
     public var elapsedSeconds = 0.0
+    /// The gradient all-reduce's bucket size (floats), chosen from the links at the run's first
+    /// start and kept on resume: the bucket sizes decide the MPI algorithm, and so the order of
+    /// summation, of each bucket. Nil in checkpoints written before it was recorded, and for one rank.
+    public var allReduceBucketFloats: Int? = nil
 
     public init() {}
 }
@@ -219,6 +223,7 @@ public enum CheckpointFile {
             ("val_loss", .double(p.valLoss)), ("elapsed_s", .double(p.elapsedSeconds)),
         ]
         for (k, v) in attributes { try file.setAttribute("/state", k, v) }
+        if let floats = p.allReduceBucketFloats { try file.setAttribute("/state", "allreduce_bucket_floats", .int(Int64(floats))) }
     }
 }
 
@@ -273,6 +278,8 @@ public final class CheckpointReader {
             p.initialValLoss = try file.double("/state", "initial_val_loss")
             p.valLoss = try file.double("/state", "val_loss")
             p.elapsedSeconds = try file.double("/state", "elapsed_s")
+            // Absent from checkpoints of one rank and from those written before it was recorded.
+            p.allReduceBucketFloats = try? file.int("/state", "allreduce_bucket_floats")
             progress = p
 
             config = try file.readString("/config")
