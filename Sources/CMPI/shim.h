@@ -18,3 +18,4 @@ static inline MPI_Status *dtrain_mpi_status_ignore(void) { return MPI_STATUS_IGN
 static inline MPI_Status *dtrain_mpi_statuses_ignore(void) { return MPI_STATUSES_IGNORE; }
 static inline int dtrain_mpi_success(void) { return MPI_SUCCESS; }
 static inline int dtrain_mpi_thread_funneled(void) { return MPI_THREAD_FUNNELED; }
+static inline int dtrain_mpi_thread_serialized(void) { return MPI_THREAD_SERIALIZED; }

@@ -44,6 +44,9 @@ public protocol Communicator: AnyObject {
     func wait(_ handle: ReduceHandle)
     /// Blocks until every rank has arrived.
     func barrier()
+    /// Whether a second thread may test started reductions (one MPI call at a time, the caller
+    /// serialising them).
+    var allowsProgressThread: Bool { get }
     /// Ends every rank of the job with `code` after printing `message` prefixed by this rank.
     func abort(code: Int32, message: String) -> Never
 }
@@ -107,6 +110,7 @@ public final class SingleProcessCommunicator: Communicator {
     public func test(_ handle: ReduceHandle) -> Bool { true }
     public func wait(_ handle: ReduceHandle) {}
     public func barrier() {}
+    public var allowsProgressThread: Bool { false }
     public func abort(code: Int32, message: String) -> Never {
         FileHandle.standardError.write(Data("error: \(message)\n".utf8))
         exit(code)

@@ -5,20 +5,27 @@ import Foundation
 ///
 /// Non-blocking reductions are out of place (separate send and receive buffers): Open MPI 4.1's
 /// MPI_Iallreduce with MPI_IN_PLACE falls back to a binomial tree. Open MPI progresses them only
-/// inside MPI calls, so the trainer calls `test` between backward kernels.
+/// inside MPI calls, so the gradient reducer tests them from a thread of its own while backward
+/// runs (MPI_THREAD_SERIALIZED: the reducer's lock keeps the two threads' MPI calls apart).
 public final class MPICommunicator: Communicator {
     public let rank: Int
     public let worldSize: Int
     private let comm = dtrain_mpi_comm_world()
 
-    /// Initialises MPI (funneled: only the main thread calls MPI).
+    /// Whether MPI granted MPI_THREAD_SERIALIZED (any thread may call MPI, one at a time).
+    public let allowsProgressThread: Bool
+
+    /// Initialises MPI (serialized: any thread may call MPI, never two at once).
     public init() {
         var provided: Int32 = 0
         var initialized: Int32 = 0
         MPI_Initialized(&initialized)
         if initialized == 0 {
-            MPI_Init_thread(nil, nil, dtrain_mpi_thread_funneled(), &provided)
+            MPI_Init_thread(nil, nil, dtrain_mpi_thread_serialized(), &provided)
+        } else {
+            MPI_Query_thread(&provided)
         }
+        allowsProgressThread = provided >= dtrain_mpi_thread_serialized()
         var r: Int32 = 0, n: Int32 = 0
         MPI_Comm_rank(comm, &r)
         MPI_Comm_size(comm, &n)

@@ -10,6 +10,11 @@ import Foundation
 /// holds at least `bucketFloats`; what no layer owns (embedding, final norm, LM head) forms the
 /// last buckets. Every rank starts the same buckets in the same order, as MPI requires. The
 /// reduction is out of place, into `reduced`, which the optimizer then reads.
+///
+/// MPI moves a started reduction only inside MPI calls, and backward makes none for the
+/// length of a layer, so a progress thread tests the started buckets every half millisecond
+/// until `finish` (when the communicator allows a second thread; otherwise the main thread
+/// tests them as each layer ends). One lock keeps the two threads' MPI calls apart.
 public final class GradientReducer {
     public struct Bucket { let range: Range<Int>; let lastLayer: Int? }
 
@@ -18,8 +23,9 @@ public final class GradientReducer {
     /// The summed gradients (same layout as `grads`).
     public let reduced: FloatBuffer
     public let buckets: [Bucket]
-    private var handles: [ReduceHandle?]
     private var started = 0
+    /// The started reductions, shared with the progress thread under its lock.
+    private let poller: Poller
     private var backwardEnd = 0.0, waitEnd = 0.0
     /// Seconds spent waiting for reductions after this rank's backward had finished: the
     /// communication not hidden, plus waiting for slower ranks.
@@ -50,21 +56,29 @@ public final class GradientReducer {
         if covered.upperBound < grads.count { buckets.append(Bucket(range: covered.upperBound..<grads.count, lastLayer: nil)) }
         if covered.lowerBound > 0 { buckets.append(Bucket(range: 0..<covered.lowerBound, lastLayer: nil)) }
         self.buckets = buckets
-        handles = Array(repeating: nil, count: buckets.count)
+        poller = Poller(comm: comm, buckets: buckets.count)
+        if comm.allowsProgressThread {
+            let thread = Thread { [poller] in poller.run() }
+            thread.name = "dtrain all-reduce progress"
+            thread.start()
+        }
     }
+
+    deinit { poller.stop() }
 
     /// Call before the last micro-batch's backward of a step.
     public func beginStep() {
         started = 0
-        handles = Array(repeating: nil, count: buckets.count)
+        poller.reset()
     }
 
-    /// Backward has finished layer l: start every bucket that is now complete, nudge the others.
+    /// Backward has finished layer l: start every bucket that is now complete (and, without a
+    /// progress thread, nudge the others).
     public func layerDone(_ l: Int) {
         while started < buckets.count, let last = buckets[started].lastLayer, last >= l {
             start(started)
         }
-        for h in handles where h != nil { comm.test(h!) }
+        if !comm.allowsProgressThread { poller.testStarted() }
     }
 
     /// Starts what is left, waits for everything; `reduced` then holds the sums.
@@ -72,7 +86,8 @@ public final class GradientReducer {
         let t0 = now()
         backwardEnd = Date().timeIntervalSince1970
         while started < buckets.count { start(started) }
-        for h in handles { if let h { comm.wait(h) } }
+        // The progress thread is idle from here until the next step's first bucket.
+        for h in poller.pause() { comm.wait(h) }
         waitEnd = Date().timeIntervalSince1970
         exposedSeconds += now() - t0
     }
@@ -95,8 +110,68 @@ public final class GradientReducer {
 
     private func start(_ i: Int) {
         let r = buckets[i].range
-        handles[i] = comm.startAllReduceSum(send: grads.pointer(at: r.lowerBound), recv: reduced.pointer(at: r.lowerBound), count: r.count)
+        poller.start(i) { comm.startAllReduceSum(send: grads.pointer(at: r.lowerBound), recv: reduced.pointer(at: r.lowerBound), count: r.count) }
         started = i + 1
+    }
+
+    /// The started reductions of a step and the thread that tests them. Every MPI call made while
+    /// a step's reductions are in flight goes through `gate`.
+    final class Poller: @unchecked Sendable {
+        private let comm: Communicator
+        private let gate = NSCondition()
+        private var handles: [ReduceHandle?]
+        private var polling = false, stopped = false
+
+        init(comm: Communicator, buckets: Int) {
+            self.comm = comm
+            handles = Array(repeating: nil, count: buckets)
+        }
+
+        func reset() {
+            gate.lock(); defer { gate.unlock() }
+            handles = Array(repeating: nil, count: handles.count)
+        }
+
+        /// Starts bucket i's reduction (`begin` makes the MPI call) and wakes the thread.
+        func start(_ i: Int, _ begin: () -> ReduceHandle) {
+            gate.lock(); defer { gate.unlock() }
+            handles[i] = begin()
+            polling = true
+            gate.signal()
+        }
+
+        /// Tests every started, unfinished reduction once.
+        func testStarted() {
+            gate.lock(); defer { gate.unlock() }
+            for h in handles { if let h, !h.done { comm.test(h) } }
+        }
+
+        /// Stops the testing and hands back the step's handles (the caller waits on them).
+        func pause() -> [ReduceHandle] {
+            gate.lock(); defer { gate.unlock() }
+            polling = false
+            return handles.compactMap { $0 }
+        }
+
+        func stop() {
+            gate.lock(); defer { gate.unlock() }
+            stopped = true
+            gate.signal()
+        }
+
+        /// The progress thread: while a step's reductions are in flight, test them every half
+        /// millisecond, releasing the lock in between so that the main thread can start more.
+        func run() {
+            gate.lock()
+            while !stopped {
+                guard polling else { gate.wait(); continue }
+                for h in handles { if let h, !h.done { comm.test(h) } }
+                gate.unlock()
+                usleep(500)
+                gate.lock()
+            }
+            gate.unlock()
+        }
     }
 
     /// The span of each layer's trainable gradients for a model's method.
