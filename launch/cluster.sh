@@ -52,14 +52,6 @@ fi
 MPI+=(${DTRAIN_MPI_ARGS:-})
 
 echo "cluster.sh: $HOSTS hosts x $PER_HOST ranks = $RANKS ranks ($HOSTFILE), $THREADS threads each unless the config sets threads" >&2
-# Not exec'd, as in launch/local.sh: SIGTERM/SIGINT to this script become SIGUSR1 for mpirun,
-# which forwards it to every rank on every host; they checkpoint and exit 75.
-"${PREFIX[@]}" "${MPI[@]}" "$BIN" train --config "$CONFIG" --set "model=$MODEL" --set "threads=$THREADS" "$@" &
-child=$!
-trap 'kill -USR1 "$child" 2>/dev/null' TERM INT USR1
-while :; do
-    status=0
-    wait "$child" || status=$?
-    kill -0 "$child" 2>/dev/null || break
-done
-exit "$status"
+# As in launch/local.sh: SIGTERM/SIGINT to this script become SIGUSR1 for mpirun, which forwards
+# it to every rank on every host; they checkpoint and exit 75.
+exec bash launch/run-stoppable.sh "${PREFIX[@]}" "${MPI[@]}" "$BIN" train --config "$CONFIG" --set "model=$MODEL" --set "threads=$THREADS" "$@"

@@ -30,18 +30,7 @@ if [ "$RANKS" -le "$CORES" ]; then
 else
     BIND=(--oversubscribe --bind-to none)
 fi
-# Not exec'd: this shell turns SIGTERM/SIGINT into SIGUSR1 for mpirun, which forwards it to the
-# ranks; they checkpoint at the next step boundary and exit 75 ("stopped, resume me"), which this
-# script passes on. (mpirun itself answers SIGTERM by killing the ranks within 2 s, leaving only
-# rank 0's rescue checkpoint of the last completed step: signal this script instead.)
-mpirun -n "$RANKS" "${BIND[@]}" -x OMP_NUM_THREADS -x OPENBLAS_NUM_THREADS \
-    "$BIN" train --config "$CONFIG" --set "model=$MODEL" --set "threads=$THREADS" "$@" &
-child=$!
-trap 'kill -USR1 "$child" 2>/dev/null' TERM INT USR1
-# A trapped signal interrupts `wait` (status > 128): wait again until mpirun has really exited.
-while :; do
-    status=0
-    wait "$child" || status=$?
-    kill -0 "$child" 2>/dev/null || break
-done
-exit "$status"
+# SIGTERM/SIGINT to this script become SIGUSR1 for mpirun, which forwards it to the ranks; they
+# checkpoint at the next step boundary and exit 75, which this script passes on.
+exec bash launch/run-stoppable.sh mpirun -n "$RANKS" "${BIND[@]}" -x OMP_NUM_THREADS -x OPENBLAS_NUM_THREADS \
+    "$BIN" train --config "$CONFIG" --set "model=$MODEL" --set "threads=$THREADS" "$@"

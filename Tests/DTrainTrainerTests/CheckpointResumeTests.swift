@@ -40,6 +40,11 @@ func trainingLog(_ out: String) throws -> [String] {
         .map { line in line.split(separator: ",").filter { !$0.contains("elapsed_s") && !$0.contains("tokens_per_s") }.joined(separator: ",") }
 }
 
+/// The `train` lines a run's metrics.jsonl holds so far (0 before the first is written).
+func trainStepsLogged(_ out: String) -> Int {
+    ((try? String(contentsOfFile: out + "/metrics.jsonl", encoding: .utf8))?.components(separatedBy: "\"kind\":\"train\"").count ?? 1) - 1
+}
+
 /// The per-step losses of a run's metrics.jsonl.
 func losses(_ out: String) throws -> [Double] {
     try trainingLog(out).map { line in
@@ -237,9 +242,8 @@ func reference(method: String, ranks: Int, steps: Int = 6) throws -> (sha: Strin
         let run = try resumableRun("sigusr1", method: "lora", steps: 12)
         var sent = false
         let stopped = try runDTrain(ranks: 2, ["train", "--config", run.config] + run.args) { pid in
-            // Signal once two steps are logged: mid-run, at whatever point of a step that falls.
-            guard !sent, let log = try? String(contentsOfFile: run.out + "/metrics.jsonl", encoding: .utf8),
-                  log.components(separatedBy: "\"kind\":\"train\"").count > 3 else { return }
+            // Signal once three steps are logged: mid-run, at whatever point of a step that falls.
+            guard !sent, trainStepsLogged(run.out) >= 3 else { return }
             kill(pid, SIGUSR1)
             sent = true
         }
@@ -263,8 +267,7 @@ func reference(method: String, ranks: Int, steps: Int = 6) throws -> (sha: Strin
         let stopped = try runDTrain(ranks: 2, ["train", "--config", run.config] + run.args,
                                     env: ["DTRAIN_FAULT": "stall:0:3:1"]) { pid in
             // Two steps logged: rank 0 is stalled in step 3.
-            guard !sent, let log = try? String(contentsOfFile: run.out + "/metrics.jsonl", encoding: .utf8),
-                  log.components(separatedBy: "\"kind\":\"train\"").count > 2 else { return }
+            guard !sent, trainStepsLogged(run.out) >= 2 else { return }
             kill(pid, SIGTERM)
             sent = true
         }

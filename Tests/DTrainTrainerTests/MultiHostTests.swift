@@ -124,8 +124,7 @@ func finalWeights(_ out: String, method: String) throws -> [String: [Float]] {
         let run = try resumableRun("mh-stop", method: "lora", steps: 12)
         var sent = false
         let stopped = try runCluster(cluster.hostfile, perHost: 1, config: run.config, run.args + ["--set", "threads=1"]) { pid in
-            guard !sent, let log = try? String(contentsOfFile: run.out + "/metrics.jsonl", encoding: .utf8),
-                  log.components(separatedBy: "\"kind\":\"train\"").count > 3 else { return }
+            guard !sent, trainStepsLogged(run.out) >= 3 else { return }
             kill(pid, SIGUSR1)
             sent = true
         }
@@ -153,9 +152,7 @@ func finalWeights(_ out: String, method: String) throws -> [String: [Float]] {
         let args = run.args + ["--set", "threads=1", "--set", "checkpoint.every_steps=2"]
         var killedAt: Date?
         let killed = try runCluster(cluster.hostfile, perHost: 1, config: run.config, args, timeout: 600) { _ in
-            guard killedAt == nil, let log = try? String(contentsOfFile: run.out + "/metrics.jsonl", encoding: .utf8),
-                  log.components(separatedBy: "\"kind\":\"train\"").count > 4,
-                  let pid = try? cluster.dtrainPids(on: "dtrain-h1").first else { return }
+            guard killedAt == nil, trainStepsLogged(run.out) >= 4, let pid = try? cluster.dtrainPids(on: "dtrain-h1").first else { return }
             kill(pid, SIGKILL)
             killedAt = Date()
         }
