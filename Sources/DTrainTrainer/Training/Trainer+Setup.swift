@@ -117,7 +117,7 @@ extension Trainer {
         let checkpoints = CheckpointState(config: cfg, comm: comm, threads: threads, model: model, optimizer: optimizer,
                                           modelHash: baseHash) { [log] in log.say($0) }
         let resumed = try resume.map { try restore(from: $0, into: &progress, model: model, optimizer: optimizer, checkpoints: checkpoints) } ?? false
-        let reducer = comm.worldSize > 1 ? makeReducer(trainable.grads, model: model, progress: &progress) : nil
+        let reducer = comm.worldSize > 1 ? try makeReducer(trainable.grads, model: model, progress: &progress) : nil
         // Nothing in the output directory changes until here, where a resume has been accepted:
         // the saved config describes the checkpoints beside it.
         try agreeOnSetup {
@@ -216,20 +216,30 @@ extension Trainer {
 
     /// The gradient reducer, its buckets sized from the links: a first start times a few
     /// blocking all-reduces (well under a second) and picks the size whose fixed cost is a tenth
-    /// of its time; a resumed run keeps the size its checkpoint recorded.
-    func makeReducer(_ grads: FloatBuffer, model: LlamaModel, progress: inout TrainingProgress) -> GradientReducer {
+    /// of its time; a resumed run keeps the size its checkpoint recorded. A progress thread moves
+    /// the reductions while backward runs when the ranks span several hosts and a bucket is over
+    /// a megabyte (within one node, or for small buckets, testing at each layer's end suffices).
+    func makeReducer(_ grads: FloatBuffer, model: LlamaModel, progress: inout TrainingProgress) throws -> GradientReducer {
         let ranges = GradientReducer.layerRanges(model: model)
+        var name = [CChar](repeating: 0, count: 256)
+        gethostname(&name, name.count - 1)
+        let hosts = Set(try comm.allGather(String(cString: name))).count
+        func reducer(_ floats: Int) -> GradientReducer {
+            GradientReducer(comm: comm, grads: grads, layerRanges: ranges, bucketFloats: floats, spansHosts: hosts > 1)
+        }
         if let floats = progress.allReduceBucketFloats {
-            say(String(format: "all-reduce buckets: %.2f MB (kept from the checkpoint)", Double(floats * 4) / 1e6))
-            return GradientReducer(comm: comm, grads: grads, layerRanges: ranges, bucketFloats: floats)
+            let r = reducer(floats)
+            say(String(format: "all-reduce buckets: %.2f MB (kept from the checkpoint), ranks on %d host(s)%@", Double(floats * 4) / 1e6, hosts,
+                       r.progressThread ? ", progress thread" : ""))
+            return r
         }
         let fit = LinkProbe.measure(comm, sizes: [8, 4 << 10, 64 << 10, 1 << 20, 8 << 20], repeats: 3)
         let floats = fit.bucketFloats(total: grads.count)
         progress.allReduceBucketFloats = floats
-        let reducer = GradientReducer(comm: comm, grads: grads, layerRanges: ranges, bucketFloats: floats)
-        say(String(format: "all-reduce link: %.0f us fixed cost, %.2f GB/s per rank (%d ranks) -> buckets of %.2f MB, %d buckets for %.2f MB of gradients",
-                   fit.fixedSeconds * 1e6, 1 / max(fit.secondsPerByte, 1e-15) / 1e9, comm.worldSize, Double(floats * 4) / 1e6,
-                   reducer.buckets.count, Double(grads.count * 4) / 1e6))
-        return reducer
+        let r = reducer(floats)
+        say(String(format: "all-reduce link: %.0f us fixed cost, %.2f GB/s per rank (%d ranks on %d host(s)) -> buckets of %.2f MB, %d buckets for %.2f MB of gradients%@",
+                   fit.fixedSeconds * 1e6, 1 / max(fit.secondsPerByte, 1e-15) / 1e9, comm.worldSize, hosts, Double(floats * 4) / 1e6,
+                   r.buckets.count, Double(grads.count * 4) / 1e6, r.progressThread ? ", progress thread" : ""))
+        return r
     }
 }
