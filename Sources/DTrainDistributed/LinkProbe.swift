@@ -1,9 +1,9 @@
 import Foundation
 
 /// What one all-reduce costs on this world's links, fitted to timed blocking all-reduces:
-/// t(n) = fixed + n · perByte for n bytes per rank, through the smallest and largest sizes timed. Read as a ring all-reduce over p ranks,
-/// t(n) = 2(p−1)·α + 2(p−1)/p · n / B, which gives the per-message latency α and the link
-/// bandwidth B, and from them the cost at other rank counts.
+/// t(n) = fixed + n · perByte for n bytes per rank, through the smallest and largest sizes
+/// timed. Read as a ring all-reduce over p ranks, t(n) = 2(p−1)·α + 2(p−1)/p · n / B, which gives
+/// the per-message latency α and the link bandwidth B, and from them the cost at other rank counts.
 public struct AllReduceFit: Codable, Sendable {
     /// Ranks the measurements were taken on.
     public let ranks: Int
@@ -42,8 +42,8 @@ public struct AllReduceFit: Codable, Sendable {
 /// Times blocking all-reduces on the world's links.
 public enum LinkProbe {
     /// The fastest of `repeats` blocking all-reduces of each size (bytes per rank, rounded to
-    /// floats), fitted on every rank; the fit is rank 0's, broadcast, so that
-    /// every rank derives the same bucket layout from it.
+    /// floats), fitted on every rank; the fit is rank 0's, broadcast, so that every rank derives
+    /// the same bucket layout from it.
     public static func measure(_ comm: Communicator, sizes: [Int], repeats: Int) -> AllReduceFit {
         let maxFloats = sizes.map { max(1, $0 / 4) }.max() ?? 1
         let send = UnsafeMutablePointer<Float>.allocate(capacity: maxFloats), recv = UnsafeMutablePointer<Float>.allocate(capacity: maxFloats)

@@ -15,8 +15,8 @@ import Foundation
 /// length of a layer. The main thread tests the started buckets as each layer ends, which moves
 /// small buckets and those in shared memory; with `progressThread` (buckets of megabytes
 /// crossing a network) a thread tests them every half millisecond until `finish`, one lock
-/// keeping the two threads' MPI calls apart. (Within one node the thread only costs: measured
-/// 3–8% of LoRA tokens/s on 2 ranks of a 2-core machine.)
+/// keeping the two threads' MPI calls apart. Within one node the thread only costs compute time
+/// (README, "Data parallelism").
 public final class GradientReducer {
     public struct Bucket { let range: Range<Int>; let lastLayer: Int? }
 
@@ -138,7 +138,7 @@ public final class GradientReducer {
 
         func reset() {
             gate.lock(); defer { gate.unlock() }
-            handles = Array(repeating: nil, count: handles.count)
+            for i in handles.indices { handles[i] = nil }
         }
 
         /// Starts bucket i's reduction (`begin` makes the MPI call) and wakes the thread.
