@@ -27,8 +27,10 @@ func dtrainBinary() throws -> String {
 func runDTrain(ranks: Int, _ args: [String], env extra: [String: String] = [:], unset: [String] = [], timeout: Double = 600,
                whileRunning: ((Int32) -> Void)? = nil) throws
     -> (status: Int32, out: String, err: String) {
-    try runLauncher(["mpirun", "-n", "\(ranks)", "--oversubscribe", "--bind-to", "none", try dtrainBinary()] + args,
-                    env: extra, unset: unset, timeout: timeout, whileRunning: whileRunning)
+    try MemoryGate.admit(ranks: ranks, args: args) {
+        try runLauncher(["mpirun", "-n", "\(ranks)", "--oversubscribe", "--bind-to", "none", try dtrainBinary()] + args,
+                        env: extra, unset: unset, timeout: timeout, whileRunning: whileRunning)
+    }
 }
 
 /// Runs a launcher (`mpirun ...`, `bash launch/cluster.sh ...`) found on PATH with Open MPI

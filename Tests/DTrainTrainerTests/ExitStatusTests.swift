@@ -78,9 +78,11 @@ import Testing
         let errPipe = Pipe()
         p.standardError = errPipe
         p.standardOutput = FileHandle.nullDevice
-        try p.run()
-        let err = String(decoding: errPipe.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-        p.waitUntilExit()
+        let err = try MemoryGate.admit(ranks: 2, args: args) {
+            try p.run()
+            defer { p.waitUntilExit() }
+            return String(decoding: errPipe.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        }
         if MachineKernels.cpu.level >= .avx512 {
             #expect(p.terminationStatus == 2, "exit \(p.terminationStatus)\n\(err)")
             #expect(err.contains("rank 1 runs its vector kernels at another width") && err.contains("DTRAIN_VECTOR_BITS=256"), "\(err)")

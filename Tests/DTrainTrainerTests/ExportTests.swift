@@ -121,7 +121,10 @@ import Testing
         try Data(jsonLine(["base_gguf": base, "hf_dir": paths["hf"]!, "peft_dir": paths["peft"]!, "gguf": paths["gguf"]!,
                            "sequences": sequences, "greedy": greedy] as [String: Any]).utf8).write(to: spec)
         let python = try Self.exportPython()
-        let r = try EvalTests.run(python, [Fixtures.packageRoot.appendingPathComponent("Tests/python/check_exports.py").path, spec.path])
+        // torch, transformers, PEFT and llama.cpp load the model side by side: about 2 GB.
+        let r = try MemoryGate.admit(gib: 2) {
+            try EvalTests.run(python, [Fixtures.packageRoot.appendingPathComponent("Tests/python/check_exports.py").path, spec.path])
+        }
         print("export check: \(r.out)")
         #expect(r.status == 0 && r.out.contains("\"ok\": true"), "\(r.out)\n\(r.err.suffix(3000))")
         try? FileManager.default.removeItem(at: dir)

@@ -41,9 +41,12 @@ struct NetnsCluster {
 /// `bash launch/cluster.sh HOSTFILE PER_HOST CONFIG ARGS...` with the test's dtrain and model.
 func runCluster(_ hostfile: String, perHost: Int, config: String, _ args: [String], mpiArgs: String = "", timeout: Double = 900,
                 whileRunning: ((Int32) -> Void)? = nil) throws -> (status: Int32, out: String, err: String) {
-    try runLauncher(["bash", Fixtures.packageRoot.appendingPathComponent("launch/cluster.sh").path, hostfile, "\(perHost)", config] + args,
-                    env: ["DTRAIN_BIN": try dtrainBinary(), "DTRAIN_MODEL": try Fixtures.smolLM2Path(), "DTRAIN_MPI_ARGS": mpiArgs],
-                    timeout: timeout, whileRunning: whileRunning)
+    let hosts = try String(contentsOfFile: hostfile, encoding: .utf8).split(separator: "\n").filter { !$0.hasPrefix("#") && !$0.isEmpty }.count
+    return try MemoryGate.admit(ranks: hosts * perHost, args: ["--config", config] + args) {
+        try runLauncher(["bash", Fixtures.packageRoot.appendingPathComponent("launch/cluster.sh").path, hostfile, "\(perHost)", config] + args,
+                        env: ["DTRAIN_BIN": try dtrainBinary(), "DTRAIN_MODEL": try Fixtures.smolLM2Path(), "DTRAIN_MPI_ARGS": mpiArgs],
+                        timeout: timeout, whileRunning: whileRunning)
+    }
 }
 
 /// The trained tensors of a run's final/ (for full fine-tuning the last layer and the norms).

@@ -9,6 +9,11 @@ import Testing
 /// standard input; `whileRunning` gets the pid and the output so far every 50 ms.
 func runDTrainDirect(_ args: [String], env extra: [String: String] = [:], stdin: Data? = nil, timeout: Double = 300,
                      whileRunning: ((Int32, String) -> Void)? = nil) throws -> (status: Int32, out: String, err: String) {
+    try MemoryGate.admit(ranks: 1, args: args) { try runDTrainDirectNow(args, env: extra, stdin: stdin, timeout: timeout, whileRunning: whileRunning) }
+}
+
+private func runDTrainDirectNow(_ args: [String], env extra: [String: String], stdin: Data?, timeout: Double,
+                                whileRunning: ((Int32, String) -> Void)?) throws -> (status: Int32, out: String, err: String) {
     let dir = try TestScratch.directory("direct-\(UUID().uuidString.prefix(8))")
     let outPath = dir.appendingPathComponent("out.txt").path, errPath = dir.appendingPathComponent("err.txt").path
     FileManager.default.createFile(atPath: outPath, contents: nil)

@@ -40,21 +40,25 @@ func shell(_ command: String, _ args: [String]) throws -> (status: Int32, out: S
         let run = try resumableRun("slurm", method: "lora", steps: steps)
         let args = run.args + ["--set", "checkpoint.every_steps=20"]
         let dir = URL(fileURLWithPath: run.out).deletingLastPathComponent().path
-        let submit = try shell("sbatch", ["--parsable", "--job-name=dtrain-test", "--ntasks=2", "--time=1", "--signal=B:USR1@20",
-                                          "--output=\(dir)/slurm-%j.out", "--chdir=\(dir)", "--export=ALL,DTRAIN_BIN=\(try dtrainBinary())",
-                                          root + "/launch/slurm/train.sbatch", run.config] + args)
-        try #require(submit.status == 0, "sbatch failed: \(submit.out)")
-        let job = submit.out.trimmingCharacters(in: .whitespacesAndNewlines)
+        // The job's 2 ranks count against the tests' memory budget until it ends.
+        let (job, state, restarts) = try MemoryGate.admit(ranks: 2, args: args) { () throws -> (String, String, Int) in
+            let submit = try shell("sbatch", ["--parsable", "--job-name=dtrain-test", "--ntasks=2", "--time=1", "--signal=B:USR1@20",
+                                              "--output=\(dir)/slurm-%j.out", "--chdir=\(dir)", "--export=ALL,DTRAIN_BIN=\(try dtrainBinary())",
+                                              root + "/launch/slurm/train.sbatch", run.config] + args)
+            try #require(submit.status == 0, "sbatch failed: \(submit.out)")
+            let job = submit.out.trimmingCharacters(in: .whitespacesAndNewlines)
 
-        // Poll the controller until the job completes (each requeue waits ~15 s to restart).
-        let deadline = Date().addingTimeInterval(900)
-        var state = "", restarts = 0
-        while Date() < deadline {
-            let info = try shell("scontrol", ["-o", "show", "job", job]).out
-            state = info.range(of: "JobState=").map { String(info[$0.upperBound...].prefix { $0.isLetter || $0 == "_" }) } ?? ""
-            restarts = info.range(of: "Restarts=").flatMap { Int(info[$0.upperBound...].prefix { $0.isNumber }) } ?? 0
-            if ["COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY"].contains(state) || state.isEmpty { break }
-            sleep(2)
+            // Poll the controller until the job completes (each requeue waits ~15 s to restart).
+            let deadline = Date().addingTimeInterval(900)
+            var state = "", restarts = 0
+            while Date() < deadline {
+                let info = try shell("scontrol", ["-o", "show", "job", job]).out
+                state = info.range(of: "JobState=").map { String(info[$0.upperBound...].prefix { $0.isLetter || $0 == "_" }) } ?? ""
+                restarts = info.range(of: "Restarts=").flatMap { Int(info[$0.upperBound...].prefix { $0.isNumber }) } ?? 0
+                if ["COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY"].contains(state) || state.isEmpty { break }
+                sleep(2)
+            }
+            return (job, state, restarts)
         }
         let log = (try? String(contentsOfFile: "\(dir)/slurm-\(job).out", encoding: .utf8)) ?? "(no job output)"
         if state != "COMPLETED" { _ = try? shell("scancel", [job]) }
