@@ -51,8 +51,8 @@ let package = Package(
 
         // MARK: Vector kernels: one source compiled for AVX2 (8 lanes) and for AVX-512 (16 lanes;
         // Sources/DTrainVectors512 links to DTrainVectors' file); DTrainCore picks one at run time.
-        .target(name: "DTrainVectors", swiftSettings: fastMath),
-        .target(name: "DTrainVectors512", swiftSettings: avx512Math),
+        .target(name: "DTrainVectors", dependencies: ["CCPU"], swiftSettings: fastMath),
+        .target(name: "DTrainVectors512", dependencies: ["CCPU"], swiftSettings: avx512Math),
 
         // MARK: Core: flat buffers, kernels, the Llama model, LoRA, AdamW. No MPI, no HDF5.
         .target(name: "DTrainCore", dependencies: ["CBLAS", "CCPU", "DTrainVectors", "DTrainVectors512"],

@@ -5,6 +5,8 @@
 #
 #   bash launch/bench-scaling.sh [STEPS]          (after bash launch/setup.sh)
 #   bash launch/bench-scaling.sh --hosts [STEPS]  (root: on the namespace cluster, see below)
+#   DTRAIN_BENCH_RATES=10gbit DTRAIN_BENCH_HOSTS="2" DTRAIN_BENCH_METHODS=full bash launch/bench-scaling.sh --hosts
+#                                                 (a part of it: the rates, host counts, methods given)
 #
 # For each run it prints the steady-state tokens/s (steps after the first, without validation),
 # the gradient bytes each rank all-reduces per step, and the share of the all-reduce hidden behind
@@ -29,10 +31,11 @@ if [ "${1:-}" = --hosts ]; then
     NETNS="$PWD/launch/netns-cluster.sh"
     export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
     mkdir -p "$OUT"
+    rm -f "$OUT"/*.log "$OUT"/link-*.json   # an earlier run's figures must not enter this one's model
     trap 'bash "$NETNS" down' EXIT
     grep -m1 'model name' /proc/cpuinfo | sed 's/^/cpu: /'
-    for rate in 10gbit 1gbit; do
-        for hosts in 1 2 4; do
+    for rate in ${DTRAIN_BENCH_RATES:-10gbit 1gbit}; do
+        for hosts in ${DTRAIN_BENCH_HOSTS:-1 2 4}; do
             bash "$NETNS" down
             hostfile=$(bash "$NETNS" up "$hosts" --rate "$rate" --delay 0.2ms 2>"$OUT/netns.log" | tail -n 1)
             echo "== $hosts host(s), $(sed -n 's/.*each link: //p' "$OUT/netns.log")"
@@ -49,7 +52,7 @@ for name, b, preds in zip(["lora", "full"], r["payload_bytes"], r["predicted"]):
     print("    ring all-reduce of %s's %.1f MB: " % (name, b / 1e6) + ", ".join("%d hosts %.1f ms" % (p["ranks"], p["seconds"] * 1e3) for p in preds))
 PY
             fi
-            for method in lora full; do
+            for method in ${DTRAIN_BENCH_METHODS:-lora full}; do
                 dir="$OUT/$method-$rate-$hosts"; rm -rf "$dir"
                 log="$dir.log"
                 DTRAIN_BIN="$BIN" bash launch/cluster.sh "$hostfile" 1 "$CONFIG" --set "method=$method" --set "output_dir=$dir" \
@@ -68,7 +71,10 @@ out, rate = sys.argv[1], sys.argv[2]
 fit = json.load(open(f"{out}/link-{rate}-2.json"))
 def ring(b, p):
     return 2 * (p - 1) * fit["latency_s"] + 2 * (p - 1) / p * b / fit["bandwidth_bytes_per_s"]
-for method, tokens_per_step in (("lora", None), ("full", None)):
+import os
+for method in ("lora", "full"):
+    if not os.path.exists(f"{out}/{method}-{rate}-2.log"):
+        continue
     log = open(f"{out}/{method}-{rate}-2.log").read()
     tps = float(re.search(r"^throughput: ([0-9.]+)", log, re.M).group(1))
     m = re.search(r"all-reduce: ([0-9.]+) MB.*?ran on ([0-9.]+) ms per step after.*?against ([0-9.]+) ms", log)

@@ -13,7 +13,9 @@ struct Chat: ParsableCommand {
             the conversation again (the system message stays), /system TEXT sets the system message and starts \
             again, /quit (or end of input) ends. When stdin is not a terminal, lines are read one by one and each \
             answer is printed on its own line(s) followed by a blank line, so that a conversation can be scripted. \
-            When the conversation outgrows the context, its oldest turns are left out.
+            When the conversation outgrows the context, its oldest turns are left out. \
+            Each turn runs only the tokens that follow what the model has already read (the earlier turns stay in \
+            its key/value cache).
             Exit status: 0 done; 1 an error (named on stderr); 2 a usage error.
             """)
     @OptionGroup var model: ModelOptions
@@ -35,6 +37,8 @@ struct Chat: ParsableCommand {
             let interactive = isatty(STDIN_FILENO) != 0
             let context = min(tuned.model.config.maxPositionEmbeddings, 4096)
             let generator = TextGenerator(model: tuned.model, tokenizer: assets.tokenizer, rows: 1, context: context)
+            // Each turn's prompt is the whole conversation again: only its new end runs.
+            generator.reusesCachedPrefix = true
             let options = decoding.options(assets: assets)
             var systemMessage = system
             var turns: [ChatTurn] = []

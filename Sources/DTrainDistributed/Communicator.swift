@@ -35,6 +35,10 @@ public protocol Communicator: AnyObject {
     func allReduceMax(_ values: inout [Int])
     /// Copies integers from `root` to every rank.
     func broadcast(_ values: inout [Int], root: Int)
+    /// Every rank's `count` floats of `send`, in rank order, into `recv` (worldSize · count).
+    func allGather(send: UnsafePointer<Float>, count: Int, into recv: UnsafeMutablePointer<Float>)
+    /// Every rank's `count` integers of `send`, in rank order, into `recv` (worldSize · count).
+    func allGather(send: UnsafePointer<Int32>, count: Int, into recv: UnsafeMutablePointer<Int32>)
     /// Starts summing `count` floats of `send` into `recv` on every rank without blocking.
     /// The buffers must stay untouched until `wait` returns.
     func startAllReduceSum(send: UnsafePointer<Float>, recv: UnsafeMutablePointer<Float>, count: Int) -> ReduceHandle
@@ -103,6 +107,12 @@ public final class SingleProcessCommunicator: Communicator {
     public func allReduceSum(_ values: inout [Int]) {}
     public func allReduceMax(_ values: inout [Int]) {}
     public func broadcast(_ values: inout [Int], root: Int) {}
+    public func allGather(send: UnsafePointer<Float>, count: Int, into recv: UnsafeMutablePointer<Float>) {
+        recv.update(from: send, count: count)
+    }
+    public func allGather(send: UnsafePointer<Int32>, count: Int, into recv: UnsafeMutablePointer<Int32>) {
+        recv.update(from: send, count: count)
+    }
     public func startAllReduceSum(send: UnsafePointer<Float>, recv: UnsafeMutablePointer<Float>, count: Int) -> ReduceHandle {
         if UnsafePointer(recv) != send { recv.update(from: send, count: count) }
         return ReduceHandle(request: nil, done: true)

@@ -92,6 +92,16 @@ public final class MPICommunicator: Communicator {
         if rank != root { text = String(decoding: bytes, as: UTF8.self) }
     }
 
+    public func allGather(send: UnsafePointer<Float>, count: Int, into recv: UnsafeMutablePointer<Float>) {
+        precondition(count <= Int(Int32.max), "allGather: too many floats")
+        check(MPI_Allgather(send, Int32(count), dtrain_mpi_float(), recv, Int32(count), dtrain_mpi_float(), comm), "MPI_Allgather")
+    }
+
+    public func allGather(send: UnsafePointer<Int32>, count: Int, into recv: UnsafeMutablePointer<Int32>) {
+        precondition(count <= Int(Int32.max), "allGather: too many integers")
+        check(MPI_Allgather(send, Int32(count), dtrain_mpi_int(), recv, Int32(count), dtrain_mpi_int(), comm), "MPI_Allgather")
+    }
+
     public func startAllReduceSum(send: UnsafePointer<Float>, recv: UnsafeMutablePointer<Float>, count: Int) -> ReduceHandle {
         precondition(count <= Int(Int32.max), "startAllReduceSum: bucket too large")
         let request = UnsafeMutablePointer<MPI_Request?>.allocate(capacity: 1)

@@ -10,6 +10,7 @@
 // the same bits on every run on the same CPU; the two widths differ only in the order of the
 // lanes' sums (reductions), never in per-element arithmetic.
 
+import CCPU
 import Glibc
 
 #if DTRAIN_LANES16
@@ -402,67 +403,210 @@ public enum VectorKernels {
         }
     }
 
-    /// Which of `FloatLanes.scalarCount` elements, from column c0 of a row with dropout key k, are
-    /// dropped: element c is dropped when the top 24 bits of lowbias32(fold(k) ^ c·0x9E3779B9)
-    /// are below `threshold` (= ⌈p·2²⁴⌉), the same draw as `CounterRandom.dropoutBits(k, c)`.
-    /// 32-bit products: a vector does twice as many lanes as with 64-bit ones, and AVX2 has no
-    /// 64-bit product at all.
-    @inline(__always)
-    static func dropped(_ k: UInt64, _ c0: Int, _ threshold: UInt32) -> SIMDMask<FloatLanes.MaskStorage> {
+    /// The dropout mask of one row of `count` elements with key k: ⌈count/32⌉ words, bit j of
+    /// word w set when element 32·w + j is kept, i.e. when its 16-bit draw (`CounterRandom.dropoutDraw`)
+    /// is at least `threshold` (= ⌈p·2¹⁶⌉). Bits past `count` are drawn too and never read. In C
+    /// (CCPU's dtrain_dropout.c): comparison lanes to integer bits is one instruction there.
+    public static func dropoutMaskRow(_ bits: UnsafeMutablePointer<UInt32>, _ count: Int, key k: UInt64, threshold: UInt32) {
         #if DTRAIN_LANES16
-        let lane = BitLanes(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15)
+        dtrain_dropout_mask_row_avx512(bits, count, k, threshold)
         #else
-        let lane = BitLanes(0, 1, 2, 3, 4, 5, 6, 7)
+        dtrain_dropout_mask_row_avx2(bits, count, k, threshold)
         #endif
-        var x = BitLanes(repeating: UInt32(truncatingIfNeeded: k ^ (k >> 32)))
-            ^ ((lane &+ UInt32(truncatingIfNeeded: c0)) &* 0x9E37_79B9)
-        x = (x ^ (x &>> 16)) &* 0x7FEB_352D
-        x = (x ^ (x &>> 15)) &* 0x846C_A68B
-        x = x ^ (x &>> 16)
-        return unsafeBitCast((x &>> 8) .< BitLanes(repeating: threshold), to: SIMDMask<FloatLanes.MaskStorage>.self)
     }
 
-    /// One row of inverted dropout: out[c] = 0 where dropped, else x[c]·scale, for c < count.
+    /// Lanes c..<c+L of a row's mask as a vector mask (c a multiple of L).
+    @inline(__always)
+    static func keptLanes(_ bits: UnsafePointer<UInt32>, _ c: Int) -> SIMDMask<FloatLanes.MaskStorage> {
+        #if DTRAIN_LANES16
+        let bit = BitLanes(1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384, 32768)
+        #else
+        let bit = BitLanes(1, 2, 4, 8, 16, 32, 64, 128)
+        #endif
+        let word = bits[c >> 5] >> UInt32(c & 31)
+        // A vector on both sides: against a scalar 0, `.!=` compiles to a loop over the lanes.
+        return unsafeBitCast((BitLanes(repeating: word) & bit) .== bit, to: SIMDMask<FloatLanes.MaskStorage>.self)
+    }
+
+    @inline(__always)
+    static func keptOne(_ bits: UnsafePointer<UInt32>, _ c: Int) -> Bool { (bits[c >> 5] >> UInt32(c & 31)) & 1 != 0 }
+
+    /// One row of inverted dropout from its mask: out[c] = x[c]·scale where kept, else 0.
     public static func dropoutRow(_ out: UnsafeMutablePointer<Float>, _ x: UnsafePointer<Float>, _ count: Int,
-                                  key k: UInt64, threshold: UInt32, scale: Float) {
-        let s = splat(scale)
+                                  bits: UnsafePointer<UInt32>, scale: Float) {
+        let s = splat(scale), zero = splat(0)
         var c = 0
         while c + L <= count {
-            var v = load(x, c) * s
-            v.replace(with: 0, where: dropped(k, c, threshold))
-            store(v, out, c)
+            store(zero.replacing(with: load(x, c) * s, where: keptLanes(bits, c)), out, c)
             c += L
         }
         while c < count {
-            out[c] = droppedOne(k, c, threshold) ? 0 : x[c] * scale
+            out[c] = keptOne(bits, c) ? x[c] * scale : 0
             c += 1
         }
     }
 
     /// The row's gradient: dx[c] += g[c]·scale where kept, for c < count.
     public static func dropoutGradientRow(_ dx: UnsafeMutablePointer<Float>, _ g: UnsafePointer<Float>, _ count: Int,
-                                          key k: UInt64, threshold: UInt32, scale: Float) {
-        let s = splat(scale)
+                                          bits: UnsafePointer<UInt32>, scale: Float) {
+        let s = splat(scale), zero = splat(0)
         var c = 0
         while c + L <= count {
-            var v = load(g, c) * s
-            v.replace(with: 0, where: dropped(k, c, threshold))
-            store(load(dx, c) + v, dx, c)
+            store(load(dx, c) + zero.replacing(with: load(g, c) * s, where: keptLanes(bits, c)), dx, c)
             c += L
         }
         while c < count {
-            if !droppedOne(k, c, threshold) { dx[c] += g[c] * scale }
+            if keptOne(bits, c) { dx[c] += g[c] * scale }
             c += 1
         }
     }
 
-    @inline(__always)
-    static func droppedOne(_ k: UInt64, _ c: Int, _ threshold: UInt32) -> Bool {
-        var x = UInt32(truncatingIfNeeded: k ^ (k >> 32)) ^ (UInt32(truncatingIfNeeded: c) &* 0x9E37_79B9)
-        x = (x ^ (x >> 16)) &* 0x7FEB_352D
-        x = (x ^ (x >> 15)) &* 0x846C_A68B
-        x = x ^ (x >> 16)
-        return x >> 8 < threshold
+    /// LoRA's A product through a dropout mask, for rows n in `rows` and 8 of r's rows of A (a
+    /// and xa are offset to them; A has row stride IC, xa row stride ldxa):
+    /// xa[n, j] = scale·Σ_c A[j, c]·x[n, c] over the kept c (bits: W words per row). Two rows of
+    /// x at a time share each load of A; the dropped-out input is never written out.
+    public static func loRADroppedA(_ xa: UnsafeMutablePointer<Float>, _ ldxa: Int, _ x: UnsafePointer<Float>,
+                                    _ bits: UnsafePointer<UInt32>, _ W: Int, _ a: UnsafePointer<Float>, _ IC: Int,
+                                    _ rows: Range<Int>, scale: Float) {
+        let zero = splat(0), body = IC / L * L
+        let a0 = a, a1 = a + IC, a2 = a + 2 * IC, a3 = a + 3 * IC, a4 = a + 4 * IC, a5 = a + 5 * IC, a6 = a + 6 * IC, a7 = a + 7 * IC
+        @inline(__always) func tail(_ n: Int, _ j: Int) -> Float {
+            var t: Float = 0
+            for c in body..<IC where keptOne(bits + n * W, c) { t += a[j * IC + c] * x[n * IC + c] }
+            return t
+        }
+        @inline(__always) func finish(_ n: Int, _ p0: FloatLanes, _ p1: FloatLanes, _ p2: FloatLanes, _ p3: FloatLanes,
+                                      _ p4: FloatLanes, _ p5: FloatLanes, _ p6: FloatLanes, _ p7: FloatLanes) {
+            let o = xa + n * ldxa
+            o[0] = scale * (p0.sum() + tail(n, 0)); o[1] = scale * (p1.sum() + tail(n, 1))
+            o[2] = scale * (p2.sum() + tail(n, 2)); o[3] = scale * (p3.sum() + tail(n, 3))
+            o[4] = scale * (p4.sum() + tail(n, 4)); o[5] = scale * (p5.sum() + tail(n, 5))
+            o[6] = scale * (p6.sum() + tail(n, 6)); o[7] = scale * (p7.sum() + tail(n, 7))
+        }
+        var n = rows.lowerBound
+        while n + 2 <= rows.upperBound {
+            let x0 = x + n * IC, x1 = x0 + IC, m0 = bits + n * W, m1 = m0 + W
+            var p0 = zero, p1 = zero, p2 = zero, p3 = zero, p4 = zero, p5 = zero, p6 = zero, p7 = zero
+            var q0 = zero, q1 = zero, q2 = zero, q3 = zero, q4 = zero, q5 = zero, q6 = zero, q7 = zero
+            var c = 0
+            while c < body {
+                let u = zero.replacing(with: load(x0, c), where: keptLanes(m0, c))
+                let v = zero.replacing(with: load(x1, c), where: keptLanes(m1, c))
+                var w = load(a0, c); p0.addProduct(w, u); q0.addProduct(w, v)
+                w = load(a1, c); p1.addProduct(w, u); q1.addProduct(w, v)
+                w = load(a2, c); p2.addProduct(w, u); q2.addProduct(w, v)
+                w = load(a3, c); p3.addProduct(w, u); q3.addProduct(w, v)
+                w = load(a4, c); p4.addProduct(w, u); q4.addProduct(w, v)
+                w = load(a5, c); p5.addProduct(w, u); q5.addProduct(w, v)
+                w = load(a6, c); p6.addProduct(w, u); q6.addProduct(w, v)
+                w = load(a7, c); p7.addProduct(w, u); q7.addProduct(w, v)
+                c += L
+            }
+            finish(n, p0, p1, p2, p3, p4, p5, p6, p7)
+            finish(n + 1, q0, q1, q2, q3, q4, q5, q6, q7)
+            n += 2
+        }
+        while n < rows.upperBound {
+            let x0 = x + n * IC, m0 = bits + n * W
+            var p0 = zero, p1 = zero, p2 = zero, p3 = zero, p4 = zero, p5 = zero, p6 = zero, p7 = zero
+            var c = 0
+            while c < body {
+                let u = zero.replacing(with: load(x0, c), where: keptLanes(m0, c))
+                p0.addProduct(load(a0, c), u); p1.addProduct(load(a1, c), u); p2.addProduct(load(a2, c), u); p3.addProduct(load(a3, c), u)
+                p4.addProduct(load(a4, c), u); p5.addProduct(load(a5, c), u); p6.addProduct(load(a6, c), u); p7.addProduct(load(a7, c), u)
+                c += L
+            }
+            finish(n, p0, p1, p2, p3, p4, p5, p6, p7)
+            n += 1
+        }
+    }
+
+    /// The input gradient through `loRADroppedA`, for rows n in `rows` and 8 of r's columns of
+    /// dxa (offset to them, row stride lddxa; a offset to the same rows of A):
+    /// dx[n, c] += scale·Σ_j dxa[n, j]·A[j, c] where c is kept.
+    public static func loRADroppedInput(_ dx: UnsafeMutablePointer<Float>, _ dxa: UnsafePointer<Float>, _ lddxa: Int,
+                                        _ bits: UnsafePointer<UInt32>, _ W: Int, _ a: UnsafePointer<Float>, _ IC: Int,
+                                        _ rows: Range<Int>, scale: Float) {
+        let zero = splat(0), body = IC / L * L
+        let a0 = a, a1 = a + IC, a2 = a + 2 * IC, a3 = a + 3 * IC, a4 = a + 4 * IC, a5 = a + 5 * IC, a6 = a + 6 * IC, a7 = a + 7 * IC
+        @inline(__always) func tail(_ n: Int) {
+            let g = dxa + n * lddxa, d = dx + n * IC, m = bits + n * W
+            for c in body..<IC where keptOne(m, c) {
+                var v: Float = 0
+                for j in 0..<8 { v += scale * g[j] * a[j * IC + c] }
+                d[c] += v
+            }
+        }
+        // Two rows at a time share each load of A.
+        var n = rows.lowerBound
+        while n + 2 <= rows.upperBound {
+            let g = dxa + n * lddxa, h = g + lddxa, d0 = dx + n * IC, d1 = d0 + IC, m0 = bits + n * W, m1 = m0 + W
+            let e0 = splat(scale * g[0]), e1 = splat(scale * g[1]), e2 = splat(scale * g[2]), e3 = splat(scale * g[3])
+            let e4 = splat(scale * g[4]), e5 = splat(scale * g[5]), e6 = splat(scale * g[6]), e7 = splat(scale * g[7])
+            let f0 = splat(scale * h[0]), f1 = splat(scale * h[1]), f2 = splat(scale * h[2]), f3 = splat(scale * h[3])
+            let f4 = splat(scale * h[4]), f5 = splat(scale * h[5]), f6 = splat(scale * h[6]), f7 = splat(scale * h[7])
+            var c = 0
+            while c < body {
+                var w = load(a0, c)
+                var u = e0 * w, v = f0 * w
+                w = load(a1, c); u.addProduct(e1, w); v.addProduct(f1, w)
+                w = load(a2, c); u.addProduct(e2, w); v.addProduct(f2, w)
+                w = load(a3, c); u.addProduct(e3, w); v.addProduct(f3, w)
+                w = load(a4, c); u.addProduct(e4, w); v.addProduct(f4, w)
+                w = load(a5, c); u.addProduct(e5, w); v.addProduct(f5, w)
+                w = load(a6, c); u.addProduct(e6, w); v.addProduct(f6, w)
+                w = load(a7, c); u.addProduct(e7, w); v.addProduct(f7, w)
+                store(load(d0, c) + zero.replacing(with: u, where: keptLanes(m0, c)), d0, c)
+                store(load(d1, c) + zero.replacing(with: v, where: keptLanes(m1, c)), d1, c)
+                c += L
+            }
+            tail(n); tail(n + 1)
+            n += 2
+        }
+        while n < rows.upperBound {
+            let g = dxa + n * lddxa, d = dx + n * IC, m = bits + n * W
+            let e0 = splat(scale * g[0]), e1 = splat(scale * g[1]), e2 = splat(scale * g[2]), e3 = splat(scale * g[3])
+            let e4 = splat(scale * g[4]), e5 = splat(scale * g[5]), e6 = splat(scale * g[6]), e7 = splat(scale * g[7])
+            var c = 0
+            while c < body {
+                var v = e0 * load(a0, c)
+                v.addProduct(e1, load(a1, c)); v.addProduct(e2, load(a2, c)); v.addProduct(e3, load(a3, c))
+                v.addProduct(e4, load(a4, c)); v.addProduct(e5, load(a5, c)); v.addProduct(e6, load(a6, c)); v.addProduct(e7, load(a7, c))
+                store(load(d, c) + zero.replacing(with: v, where: keptLanes(m, c)), d, c)
+                c += L
+            }
+            tail(n)
+            n += 1
+        }
+    }
+
+    /// The A gradient through `loRADroppedA`, for columns c0..<c1 (c0 a multiple of the lanes)
+    /// and 8 of r's rows of dA (da offset to them, row stride IC; dxa offset to the same columns):
+    /// da[j, c] += scale·Σ_n dxa[n, j]·x[n, c] over the n where (n, c) is kept, n < N.
+    public static func loRADroppedGradA(_ da: UnsafeMutablePointer<Float>, _ dxa: UnsafePointer<Float>, _ lddxa: Int,
+                                        _ x: UnsafePointer<Float>, _ bits: UnsafePointer<UInt32>, _ W: Int,
+                                        _ N: Int, _ IC: Int, _ c0: Int, _ c1: Int, scale: Float) {
+        let zero = splat(0), s = splat(scale)
+        var c = c0
+        while c + L <= c1 {
+            var p0 = zero, p1 = zero, p2 = zero, p3 = zero, p4 = zero, p5 = zero, p6 = zero, p7 = zero
+            for n in 0..<N {
+                let u = zero.replacing(with: load(x, n * IC + c), where: keptLanes(bits + n * W, c)), g = dxa + n * lddxa
+                p0.addProduct(splat(g[0]), u); p1.addProduct(splat(g[1]), u); p2.addProduct(splat(g[2]), u); p3.addProduct(splat(g[3]), u)
+                p4.addProduct(splat(g[4]), u); p5.addProduct(splat(g[5]), u); p6.addProduct(splat(g[6]), u); p7.addProduct(splat(g[7]), u)
+            }
+            @inline(__always) func add(_ j: Int, _ acc: FloatLanes) { store(load(da, j * IC + c) + s * acc, da, j * IC + c) }
+            add(0, p0); add(1, p1); add(2, p2); add(3, p3); add(4, p4); add(5, p5); add(6, p6); add(7, p7)
+            c += L
+        }
+        while c < c1 {
+            for j in 0..<8 {
+                var t: Float = 0
+                for n in 0..<N where keptOne(bits + n * W, c) { t += dxa[n * lddxa + j] * x[n * IC + c] }
+                da[j * IC + c] += scale * t
+            }
+            c += 1
+        }
     }
 
     /// LoRA's one-pass backward through B for columns f0..<f1 of dout and 8 of r's columns (the

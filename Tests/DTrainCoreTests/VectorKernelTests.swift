@@ -171,41 +171,89 @@ struct VectorKernelTests {
         #expect(db1 == db2 && out1 == out2)
     }
 
-    /// Dropout's vector rows draw exactly the mask `CounterRandom.dropoutBits(k, c) < ⌈p·2²⁴⌉` describes,
-    /// and scale the kept elements as the scalar formula does, bit for bit.
+    /// Dropout's vector rows draw exactly the mask `CounterRandom.dropoutDraw(k, c) ≥ ⌈p·2¹⁶⌉`
+    /// describes (so both widths draw the same bits), and apply it as the scalar formula does,
+    /// bit for bit.
     @Test func dropoutRowsEqualTheScalarDraws() {
         for (name, K) in Self.sets {
             for p: Float in [0.05, 0.1, 0.25, 1.0 / 3, 0.5] {
-                let t = UInt32((p * 16_777_216).rounded(.up)), s = 1 / (1 - p)
-                for n in [0, 5, 16, 17, 100, 576] {
+                let t = UInt32((p * 65536).rounded(.up)), s = 1 / (1 - p)
+                for n in [0, 5, 16, 17, 32, 100, 576] {
                     let k = CounterRandom.key(11, UInt64(n))
                     let x = randomFloats(n, seed: 30), g = randomFloats(n, seed: 31), d0 = randomFloats(n, seed: 32)
+                    var bits = [UInt32](repeating: 0, count: Dropout.wordsPerRow(n))
+                    K.dropoutMaskRow(&bits, n, key: k, threshold: t)
                     var out = [Float](repeating: 7, count: n), d = d0
-                    K.dropoutRow(&out, x, n, key: k, threshold: t, scale: s)
-                    K.dropoutGradientRow(&d, g, n, key: k, threshold: t, scale: s)
-                    var eo = [Float](repeating: 0, count: n), ed = d0
+                    K.dropoutRow(&out, x, n, bits: bits, scale: s)
+                    K.dropoutGradientRow(&d, g, n, bits: bits, scale: s)
+                    var eo = [Float](repeating: 0, count: n), ed = d0, maskAgrees = true
                     for c in 0..<n {
-                        let drop = CounterRandom.dropoutBits(k, c) < t
+                        let drop = CounterRandom.dropoutDraw(k, c) < t
+                        if drop == ((bits[c / 32] >> UInt32(c % 32)) & 1 == 1) { maskAgrees = false }
                         eo[c] = drop ? 0 : x[c] * s
                         if !drop { ed[c] += g[c] * s }
                     }
+                    #expect(maskAgrees, "\(name) dropout mask p=\(p) n=\(n)")
                     #expect(out == eo && d == ed, "\(name) dropout p=\(p) n=\(n)")
                 }
             }
         }
     }
 
-    /// The 32-bit dropout draw drops p of the elements overall, of every row and of every column
+    /// The fused LoRA-through-dropout kernels equal their formulas on the mask's bits, at both
+    /// widths, for row counts and widths that leave odd rows and column tails.
+    @Test func loRADroppedKernelsEqualTheirFormulas() {
+        for (name, K) in Self.sets {
+            for (N, IC) in [(5, 40), (4, 37), (3, 64)] {
+                let W = Dropout.wordsPerRow(IC), r = 8, s: Float = 1.25
+                var bits = [UInt32](repeating: 0, count: N * W)
+                for n in 0..<N { bits.withUnsafeMutableBufferPointer { K.dropoutMaskRow($0.baseAddress! + n * W, IC, key: CounterRandom.key(5, UInt64(n)), threshold: 20000) } }
+                let kept = { (n: Int, c: Int) -> Bool in (bits[n * W + c / 32] >> UInt32(c % 32)) & 1 == 1 }
+                let x = randomFloats(N * IC, seed: 40), a = randomFloats(r * IC, seed: 41), g = randomFloats(N * r, seed: 42)
+                let dx0 = randomFloats(N * IC, seed: 43), da0 = randomFloats(r * IC, seed: 44)
+                var xa = [Float](repeating: 0, count: N * r), dx = dx0, da = da0
+                K.loRADroppedA(&xa, r, x, bits, W, a, IC, 0..<N, scale: s)
+                K.loRADroppedInput(&dx, g, r, bits, W, a, IC, 0..<N, scale: s)
+                K.loRADroppedGradA(&da, g, r, x, bits, W, N, IC, 0, IC, scale: s)
+                var exa = [Float](repeating: 0, count: N * r), edx = dx0, eda = da0
+                for n in 0..<N {
+                    for j in 0..<r {
+                        var t: Double = 0
+                        for c in 0..<IC where kept(n, c) { t += Double(a[j * IC + c]) * Double(x[n * IC + c]) }
+                        exa[n * r + j] = Float(Double(s) * t)
+                    }
+                    for c in 0..<IC where kept(n, c) {
+                        var t: Double = 0
+                        for j in 0..<r { t += Double(g[n * r + j]) * Double(a[j * IC + c]) }
+                        edx[n * IC + c] += Float(Double(s) * t)
+                    }
+                }
+                for j in 0..<r {
+                    for c in 0..<IC {
+                        var t: Double = 0
+                        for n in 0..<N where kept(n, c) { t += Double(g[n * r + j]) * Double(x[n * IC + c]) }
+                        eda[j * IC + c] += Float(Double(s) * t)
+                    }
+                }
+                for (label, got, want) in [("A", xa, exa), ("input", dx, edx), ("grad A", da, eda)] {
+                    let c = compare(got, want, label: "\(name) loRADropped \(label) N=\(N) IC=\(IC)")
+                    #expect(c.maxAbs < 1e-4, "\(c)")
+                }
+            }
+        }
+    }
+
+    /// The 16-bit dropout draw drops p of the elements overall, of every row and of every column
     /// (rows' keys differ only in the token's key, columns only in the index), to within a few
     /// standard deviations.
     @Test func dropoutDrawsDropTheirShareInEveryRowAndColumn() {
-        let rows = 512, cols = 576, p: Float = 0.05, t = UInt32((p * 16_777_216).rounded(.up))
+        let rows = 512, cols = 576, p: Float = 0.05, t = UInt32((p * 65536).rounded(.up))
         let layerKey = CounterRandom.key(7, 3, 1)
         var perColumn = [Int](repeating: 0, count: cols), total = 0
         for n in 0..<rows {
             let k = layerKey ^ CounterRandom.mix(UInt64(n))
             var inRow = 0
-            for c in 0..<cols where CounterRandom.dropoutBits(k, c) < t { inRow += 1; perColumn[c] += 1 }
+            for c in 0..<cols where CounterRandom.dropoutDraw(k, c) < t { inRow += 1; perColumn[c] += 1 }
             total += inRow
             // Binomial(576, 0.05): mean 28.8, sd 5.2.
             #expect((5...60).contains(inRow), "row \(n) dropped \(inRow) of \(cols)")

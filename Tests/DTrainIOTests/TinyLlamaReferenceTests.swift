@@ -97,15 +97,21 @@ import Testing
     /// With LoRA dropout (the masks fixed by the step's key), the adapters' gradients are those
     /// of the loss the same forward computes: central differences over a sample of A and B entries
     /// of every projection, stored and recomputed activations alike.
-    @Test(arguments: [false, true])
-    func loraDropoutGradientsMatchFiniteDifferences(recompute: Bool) throws {
+    /// Rank 4 takes the path that writes the dropped-out input for the sgemms (the reference's
+    /// adapter weights); rank 8 the fused kernels (`LoRA.fusesDropout`), with random weights.
+    @Test(arguments: [(false, 4), (true, 4), (false, 8), (true, 8)])
+    func loraDropoutGradientsMatchFiniteDifferences(recompute: Bool, rank: Int) throws {
         let s = try setup()
-        s.model.enableTraining(.lora(LoRAConfig(rank: 4, alpha: 8, dropout: 0.3, useRSLoRA: false, targets: LoRATarget.allCases)), seed: 0)
+        s.model.enableTraining(.lora(LoRAConfig(rank: rank, alpha: 8, dropout: 0.3, useRSLoRA: false, targets: LoRATarget.allCases)), seed: 0)
         s.model.prepare(batchSize: 2, seqLen: 16, recompute: recompute)
         s.model.dropoutKey = CounterRandom.key(3, 4)
         let lora = s.model.lora!
-        for spec in lora.specs {
-            try s.cases.read("lora.weight." + spec.name, into: lora.weights.pointer(at: spec.offset), expectedShape: spec.shape)
+        if rank == 4 {
+            for spec in lora.specs {
+                try s.cases.read("lora.weight." + spec.name, into: lora.weights.pointer(at: spec.offset), expectedShape: spec.shape)
+            }
+        } else {
+            for i in 0..<lora.weights.count { lora.weights.base[i] = 0.05 * (CounterRandom.uniform(9, i) * 2 - 1) }
         }
         s.model.zeroGrads()
         _ = s.model.trainStep(s.batch)

@@ -122,16 +122,21 @@ func reference(method: String, ranks: Int, steps: Int = 6) throws -> (sha: Strin
 
         let one = try SafetensorsFile(path: ref.out + "/final/adapter_model.safetensors")
         let twoThreads = try SafetensorsFile(path: whole.out + "/final/adapter_model.safetensors")
-        var worst = 0.0
+        var worst = 0.0, apart = 0, total = 0
         for name in one.tensors.keys {
-            let c = compare(try twoThreads.floats(name), try one.floats(name), label: name)
-            worst = max(worst, c.maxAbs)
+            let a = try twoThreads.floats(name), b = try one.floats(name)
+            worst = max(worst, compare(a, b, label: name).maxAbs)
+            apart += zip(a, b).filter { abs($0 - $1) > 1e-4 }.count
+            total += b.count
         }
         let lossGap = zip(try losses(whole.out), try losses(ref.out)).map { abs($0 - $1) / abs($1) }.max() ?? .infinity
-        print("LoRA, 2 threads vs 1 thread after 6 steps: max abs weight difference \(worst), max relative loss difference \(lossGap)")
-        // Every product's sums now run in another order, and AdamW turns tiny gradient differences
-        // on near-zero gradients into step-sized ones: bound it at a tenth of one step at lr 1e-3.
-        #expect(worst < 1e-4, "2 threads differ from 1 thread by \(worst)")
+        print("LoRA, 2 threads vs 1 thread after 6 steps: max abs weight difference \(worst), \(apart) of \(total) weights apart by more than 1e-4, max relative loss difference \(lossGap)")
+        // Every product's sums now run in another order, and AdamW's first steps move a weight by
+        // about lr whatever the size of its gradient, so a gradient near zero whose sign the order
+        // flips moves its weight the other way: bound a few such weights by two steps at lr 1e-3,
+        // and the rest, with the losses, by a tenth of one step.
+        #expect(worst < 2e-3, "2 threads differ from 1 thread by \(worst)")
+        #expect(Double(apart) < 1e-3 * Double(total), "\(apart) of \(total) weights differ by more than 1e-4")
         #expect(lossGap < 1e-4, "2 threads' losses differ from 1 thread's by \(lossGap) (relative)")
         removeRun(config: whole.config)
         removeRun(config: run.config)

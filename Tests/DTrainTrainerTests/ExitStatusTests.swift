@@ -46,7 +46,7 @@ import Testing
         let run = try smallRun("exit-resume", method: "lora")
         let first = try runDTrain(ranks: 2, ["train", "--config", run.config, "--set", "train.max_steps=1"], timeout: 300)
         #expect(first.status == 0, "\(first.err)")
-        let r = try runDTrain(ranks: 2, ["train", "--config", run.config, "--resume", "auto", "--set", "lora.r=8"], timeout: 300)
+        let r = try runDTrain(ranks: 2, ["train", "--config", run.config, "--resume", "auto", "--set", "lora.r=16"], timeout: 300)
         expectCleanSetupFailure(r, mentioning: "lora.r")
         removeRun(config: run.config)
     }

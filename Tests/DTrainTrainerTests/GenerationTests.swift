@@ -242,6 +242,15 @@ import Testing
         let first = (try? JSONSerialization.jsonObject(with: Data(g.out.utf8)) as? [String: Any])?["text"] as? String
         #expect(first == answers.first, "generate: \(first ?? "nil"), chat: \(answers.first ?? "nil")")
 
+        // The second answer, for which chat ran only the new turn after the cached first one,
+        // equals generate on the whole rendered conversation run from the start.
+        if answers.count > 1, let first {
+            let g2 = try runDTrainDirect(["generate", "--model", model, "--max-new-tokens", "24", "--json", "--prompt",
+                                          "<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\n<|im_start|>user\nWhat is the capital of France?<|im_end|>\n<|im_start|>assistant\n\(first)<|im_end|>\n<|im_start|>user\nAnd of Italy?<|im_end|>\n<|im_start|>assistant\n"])
+            let second = (try? JSONSerialization.jsonObject(with: Data(g2.out.utf8)) as? [String: Any])?["text"] as? String
+            #expect(second == answers[1], "generate: \(second ?? "nil"), chat: \(answers[1])")
+        }
+
         let bad = try runDTrainDirect(["chat", "--model", model, "--top-p", "0"], stdin: Data())
         #expect(bad.status == 2, "\(bad.err)")
     }

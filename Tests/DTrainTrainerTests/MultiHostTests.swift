@@ -49,11 +49,13 @@ func runCluster(_ hostfile: String, perHost: Int, config: String, _ args: [Strin
     }
 }
 
-/// The trained tensors of a run's final/ (for full fine-tuning the last layer and the norms).
+/// The trained tensors of a run's final/ (for full fine-tuning a sample, below).
 func finalWeights(_ out: String, method: String) throws -> [String: [Float]] {
     let st = try SafetensorsFile(path: out + (method == "lora" ? "/final/adapter_model.safetensors" : "/final/model.safetensors"))
     var w: [String: [Float]] = [:]
-    for name in st.tensors.keys where method == "lora" || name.contains("layers.29") || name.contains("norm") {
+    // Full fine-tuning: the last layer, the norms and the (tied) embedding, whose gradient
+    // crosses ranks as a dense head part and gathered lookup rows.
+    for name in st.tensors.keys where method == "lora" || name.contains("layers.29") || name.contains("norm") || name.contains("embed_tokens") {
         w[name] = try st.floats(name)
     }
     return w

@@ -67,3 +67,11 @@ int dtrain_blas_reinit(void);
 
 /// The name of the kernels OpenBLAS runs now ("unknown" when it is not OpenBLAS).
 const char *dtrain_blas_running(void);
+
+/// Dropout's mask for one row of `count` elements keyed `key` (dtrain_dropout.c): ceil(count/32)
+/// words, bit j of word w set when element 32w + j is kept, i.e. when its 16-bit draw is at least
+/// `threshold`. The draw of lane i (0..<16) of word w is lowbias32(fold(key) ^ (16w + i) * 0x9E3779B9);
+/// its low half is element 32w + i's, its high half element 32w + 16 + i's (CounterRandom.dropoutDraw).
+/// Only on a CPU with the width's instructions (x86-64).
+void dtrain_dropout_mask_row_avx512(uint32_t *bits, long count, uint64_t key, uint32_t threshold);
+void dtrain_dropout_mask_row_avx2(uint32_t *bits, long count, uint64_t key, uint32_t threshold);

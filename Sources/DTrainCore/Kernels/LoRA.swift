@@ -28,6 +28,46 @@ public enum LoRA {
         Parallel.sgemm(false, true, N, OC, r, scale, xa, ldxa, b, r, 1, out, OC)
     }
 
+    /// Whether the dropout path runs through the fused kernels below (r a multiple of 8, the
+    /// kernels' block of A's rows); otherwise the dropped-out input is written out for the sgemms.
+    public static func fusesDropout(rank r: Int) -> Bool { r % 8 == 0 }
+
+    /// xa (N, r) = dropout(inp) (N, IC) · A (r, IC)ᵀ, drawing dropout's mask into bits (N, ⌈IC/32⌉)
+    /// (see `Dropout`) row by row just before the row's product reads it; r a multiple of 8.
+    /// The dropped-out input is never written: writing and re-reading it cost more than the
+    /// products (measured; README, Speed).
+    public static func forwardDropped(_ xa: UnsafeMutablePointer<Float>, _ bits: UnsafeMutablePointer<UInt32>,
+                                      _ inp: UnsafePointer<Float>, _ rowKeys: UnsafePointer<UInt64>, _ a: UnsafePointer<Float>,
+                                      _ N: Int, _ IC: Int, _ r: Int, p: Float, key: UInt64) {
+        let s = 1 / (1 - p), t = Dropout.threshold(p), W = Dropout.wordsPerRow(IC), vec = Vectors.kernels
+        Parallel.forChunks(N, minPerThread: 8) { rows in
+            for n in rows { vec.dropoutMaskRow(bits + n * W, IC, key: key ^ rowKeys[n], threshold: t) }
+            for j in stride(from: 0, to: r, by: 8) { vec.loRADroppedA(xa + j, r, inp, bits, W, a + j * IC, IC, rows, scale: s) }
+        }
+    }
+
+    /// dinp (N, IC) += dropout's gradient of dxa (N, r) · A (r, IC), with the mask forward drew.
+    public static func backwardInputDropped(_ dinp: UnsafeMutablePointer<Float>, _ dxa: UnsafePointer<Float>,
+                                            _ bits: UnsafePointer<UInt32>, _ a: UnsafePointer<Float>,
+                                            _ N: Int, _ IC: Int, _ r: Int, p: Float) {
+        let s = 1 / (1 - p), W = Dropout.wordsPerRow(IC), vec = Vectors.kernels
+        Parallel.forChunks(N, minPerThread: 8) { rows in
+            for j in stride(from: 0, to: r, by: 8) { vec.loRADroppedInput(dinp, dxa + j, r, bits, W, a + j * IC, IC, rows, scale: s) }
+        }
+    }
+
+    /// da (r, IC) += dxa (N, r)ᵀ · dropout(inp), with the mask forward drew. The threads split
+    /// A's columns; each column's sum runs over the rows in order, whoever computes it.
+    public static func backwardADropped(_ da: UnsafeMutablePointer<Float>, _ dxa: UnsafePointer<Float>,
+                                        _ inp: UnsafePointer<Float>, _ bits: UnsafePointer<UInt32>,
+                                        _ N: Int, _ IC: Int, _ r: Int, p: Float) {
+        let s = 1 / (1 - p), W = Dropout.wordsPerRow(IC), vec = Vectors.kernels, L = vec.lanes
+        Parallel.forChunks((IC + L - 1) / L, minPerThread: 1) { chunks in
+            let c0 = chunks.lowerBound * L, c1 = min(IC, chunks.upperBound * L)
+            for j in stride(from: 0, to: r, by: 8) { vec.loRADroppedGradA(da + j * IC, dxa + j, r, inp, bits, W, N, IC, c0, c1, scale: s) }
+        }
+    }
+
     /// dinp (N, IC) += ∂/∂inp (when non-nil), da (r, IC) += ∂/∂A, db (OC, r) += ∂/∂B.
     /// dxa (N, r) is scratch; dout (N, OC); inp, xa, a, b as in forward.
     public static func backward(_ dinp: UnsafeMutablePointer<Float>?, _ da: UnsafeMutablePointer<Float>,

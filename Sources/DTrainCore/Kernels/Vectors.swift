@@ -38,10 +38,20 @@ public protocol VectorKernelSet {
                       _ v: UnsafeMutablePointer<Float>, _ grads: UnsafePointer<Float>, _ lo: Int, _ hi: Int,
                       beta1: Float, beta2: Float, gradScale: Float, decay: Float, stepSize: Float,
                       bc2Sqrt: Float, eps: Float)
+    static func dropoutMaskRow(_ bits: UnsafeMutablePointer<UInt32>, _ count: Int, key k: UInt64, threshold: UInt32)
     static func dropoutRow(_ out: UnsafeMutablePointer<Float>, _ x: UnsafePointer<Float>, _ count: Int,
-                           key k: UInt64, threshold: UInt32, scale: Float)
+                           bits: UnsafePointer<UInt32>, scale: Float)
     static func dropoutGradientRow(_ dx: UnsafeMutablePointer<Float>, _ g: UnsafePointer<Float>, _ count: Int,
-                                   key k: UInt64, threshold: UInt32, scale: Float)
+                                   bits: UnsafePointer<UInt32>, scale: Float)
+    static func loRADroppedA(_ xa: UnsafeMutablePointer<Float>, _ ldxa: Int, _ x: UnsafePointer<Float>,
+                             _ bits: UnsafePointer<UInt32>, _ W: Int, _ a: UnsafePointer<Float>, _ IC: Int,
+                             _ rows: Range<Int>, scale: Float)
+    static func loRADroppedInput(_ dx: UnsafeMutablePointer<Float>, _ dxa: UnsafePointer<Float>, _ lddxa: Int,
+                                 _ bits: UnsafePointer<UInt32>, _ W: Int, _ a: UnsafePointer<Float>, _ IC: Int,
+                                 _ rows: Range<Int>, scale: Float)
+    static func loRADroppedGradA(_ da: UnsafeMutablePointer<Float>, _ dxa: UnsafePointer<Float>, _ lddxa: Int,
+                                 _ x: UnsafePointer<Float>, _ bits: UnsafePointer<UInt32>, _ W: Int,
+                                 _ N: Int, _ IC: Int, _ c0: Int, _ c1: Int, scale: Float)
     static func loRAColumns(_ db: UnsafeMutablePointer<Float>, _ out: UnsafeMutablePointer<Float>, _ ldout: Int,
                             _ dout: UnsafePointer<Float>, _ xa: UnsafePointer<Float>, _ ldxa: Int,
                             _ b: UnsafePointer<Float>, _ N: Int, _ OC: Int, _ r: Int, _ f0: Int, _ f1: Int,

@@ -89,6 +89,13 @@ public final class KVCacheDecoder {
     /// Forgets row `row`'s tokens (a new sequence starts there).
     public func reset(row: Int) { lengths[row] = 0 }
 
+    /// Keeps only the first `count` of row `row`'s tokens (a conversation continued after a
+    /// shared beginning).
+    public func truncate(row: Int, to count: Int) {
+        precondition(count <= lengths[row], "KVCacheDecoder: row \(row) holds \(lengths[row]) tokens, not \(count)")
+        lengths[row] = count
+    }
+
     /// Forgets every row's tokens.
     public func resetAll() { for b in 0..<rows { lengths[b] = 0 } }
 

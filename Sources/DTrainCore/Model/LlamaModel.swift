@@ -38,6 +38,13 @@ public final class LlamaModel {
     /// Called after layer l's backward has finished adding into its gradients (layers run from
     /// L-1 down to 0), so the trainer can start reducing them while earlier layers compute.
     public var layerBackwardDone: ((Int) -> Void)?
+    /// Called after the LM head's backward (full fine-tuning: its weight gradient is then
+    /// complete, before any layer's backward), so the trainer can start reducing it first.
+    public var headBackwardDone: (() -> Void)?
+    /// When set, receives the embedding lookup's gradient as rows, ∂L/∂(embedded token n) (N, C)
+    /// for tokens (N), instead of it being added into the embedding's gradient: the trainer
+    /// then reduces those rows itself while the embedding's dense gradient is already in flight.
+    public var embeddingGradientRows: ((UnsafePointer<Float>, UnsafePointer<Int32>, Int) -> Void)?
     /// Whether layer activations are recomputed during backward instead of stored.
     public private(set) var recompute = false
 
@@ -154,6 +161,7 @@ public final class LlamaModel {
         var gate = 0       // (S, N, F) gate_proj output
         var up = 0         // (S, N, F) up_proj output
         var loraXA = 0     // (S, 7, N, r) each adapter's A·x (a group's blocks side by side)
+        var dropMasks = 0  // (S, 7, N, ⌈IC_t/32⌉) UInt32 words: each adapter's dropout mask, bit set = kept
         var attnKept = 0   // (S, attnKeptCount) attention probabilities kept (LoRA, recompute)
         var attnKeptCount = 0
         var lnf = 0        // (N, C) final-normed states, the LM head's input
@@ -170,8 +178,8 @@ public final class LlamaModel {
         var attnScratch = 0         // per-thread attention workspace (Attention.scratchCount)
         var loraDXA = 0    // (N, 3r) one adapter group's ∂L/∂(A·x)
         var loraPartial = 0         // LoRA.backwardB's per-thread partial sums
-        var dropIn = 0     // (N, max(C, F, NH·HD)) an adapter's dropped-out input
-        var dropGrad = 0   // (N, max(C, F, NH·HD)) ∂L/∂(dropped-out input)
+        var dropIn = 0     // (N, max(C, F, NH·HD)) an adapter's dropped-out input (r not a multiple of 8)
+        var dropGrad = 0   // (N, max(C, F, NH·HD)) ∂L/∂(dropped-out input) (r not a multiple of 8)
         var headScratch = 0         // (headRows, V) logits chunk and the head's workspace
         var headRows = 1
         /// `Parallel.threads` when these were sized: attention's workers and LoRA's partial sums
@@ -190,11 +198,11 @@ public final class LlamaModel {
     /// layer and one layer's worth (probabilities included) is rebuilt in backward, costing one
     /// extra layer forward per layer (about a third more compute for full training).
     public static func activationFloats(config: LlamaConfig, batchSize B: Int, seqLen T: Int,
-                                        loraRank: Int?, recompute: Bool) -> Int {
-        offsets(config: config, B: B, T: T, loraRank: loraRank, recompute: recompute).total
+                                        loraRank: Int?, loraDropout: Bool, recompute: Bool) -> Int {
+        offsets(config: config, B: B, T: T, loraRank: loraRank, loraDropout: loraDropout, recompute: recompute).total
     }
 
-    static func offsets(config c: LlamaConfig, B: Int, T: Int, loraRank: Int?, recompute: Bool) -> ActivationOffsets {
+    static func offsets(config c: LlamaConfig, B: Int, T: Int, loraRank: Int?, loraDropout: Bool, recompute: Bool) -> ActivationOffsets {
         let N = B * T, C = c.hiddenSize, F = c.intermediateSize, L = c.numLayers, V = c.vocabSize
         let S = recompute ? 1 : L  // layers whose full activations are stored
         let r = loraRank ?? 0
@@ -208,6 +216,8 @@ public final class LlamaModel {
         o.resid2 = take(S * N * C)
         o.gate = take(S * N * F); o.up = take(S * N * F)
         o.loraXA = take(S * LoRATarget.allCases.count * N * r)
+        // UInt32 words stored in float slots (same size); 0.6% of the input's floats at p > 0.
+        o.dropMasks = take(loraDropout ? S * N * dropMaskWordsPerToken(c) : 0)
         o.lnf = take(N * C); o.rstdF = take(N)
         o.dln = take(N * C)  // also the LM head's output: ∂L/∂(final-normed states)
         let group = c.numHeads / c.numKVHeads
@@ -228,8 +238,10 @@ public final class LlamaModel {
         o.attnScratch = take(Attention.scratchCount(T: T, HD: c.headDim, group: group, threads: o.threads))
         o.loraDXA = take(N * r * 3)  // one adapter group's ∂/∂(A x): up to q, k and v
         o.loraPartial = take(r > 0 ? LoRA.backwardScratchCount(N: N, threads: o.threads) : 0)  // LoRA.backwardB's per-thread partials of ∂/∂(A x)
-        o.dropIn = take(r > 0 ? N * max(C, F, c.qDim) : 0)
-        o.dropGrad = take(r > 0 ? N * max(C, F, c.qDim) : 0)
+        // The dropped-out input and its gradient, written out only when the fused kernels cannot run.
+        let writesDropped = loraDropout && !LoRA.fusesDropout(rank: r)
+        o.dropIn = take(writesDropped ? N * max(C, F, c.qDim) : 0)
+        o.dropGrad = take(writesDropped ? N * max(C, F, c.qDim) : 0)
         let layerScratchEnd = at
         at = shared
         o.headRows = min(N, headChunkRows)
@@ -243,7 +255,8 @@ public final class LlamaModel {
     public func prepare(batchSize B: Int, seqLen T: Int, recompute: Bool = false) {
         if acts != nil && B == capacityRows && T == capacityLength && recompute == self.recompute { return }
         let rank: Int? = { if case .lora(let c)? = method { return c.rank } else { return nil } }()
-        o = Self.offsets(config: config, B: B, T: T, loraRank: rank, recompute: recompute)
+        let dropout: Bool = { if case .lora(let c)? = method { return c.dropout > 0 } else { return false } }()
+        o = Self.offsets(config: config, B: B, T: T, loraRank: rank, loraDropout: dropout, recompute: recompute)
         acts = FloatBuffer(count: o.total)
         capacityRows = B; capacityLength = T; batchSize = B; seqLen = T; self.recompute = recompute
         ints?.deallocate()
@@ -276,6 +289,7 @@ public final class LlamaModel {
         let sum = Profiler.measure(.head) { CrossEntropyHead.forward(dlnf, dHead, nil, a + o.lnf, p + layout.lmHead,
                                            intsRows, intsTargets, activeRows, C, config.vocabSize,
                                            lossScale: scale, scratch: a + o.headScratch, rowsPerChunk: o.headRows) }
+        headBackwardDone?()
         let dResid = a + o.dResid
         dResid.update(repeating: 0, count: N * C)
         Profiler.measure(.rmsnorm) { RMSNorm.backward(dResid, fullGrad(layout.finalNorm), dlnf, a + o.resid + L * N * C,
@@ -284,7 +298,9 @@ public final class LlamaModel {
             layerBackward(l)
             layerBackwardDone?(l)
         }
-        if let g = fullGrad(layout.embedding) {
+        if let rows = embeddingGradientRows, method == .full {
+            rows(dResid, intsTokens, N)
+        } else if let g = fullGrad(layout.embedding) {
             Profiler.measure(.embedding) { Embedding.backward(g, dResid, intsTokens, N, C) }
         }
         return LossSum(sum: sum, count: activeRows)
@@ -500,9 +516,19 @@ public final class LlamaModel {
         }
         for t in group.adapted {
             let slotAB = lora.slots[l][t.index]!
+            if dropoutActive && LoRA.fusesDropout(rank: r) {
+                Profiler.measure(.lora) {
+                    let xa = loraXA(l, t)
+                    LoRA.forwardDropped(xa, dropMask(l, t), inp, tokenKeys!, lora.weights.pointer(at: slotAB.a), N, IC, r,
+                                        p: cfg.dropout, key: dropKey(l, t))
+                    LoRA.forwardB(projectionTensors(t, l).out, xa, r, lora.weights.pointer(at: slotAB.b), N, t.dims(config).outFeatures, r,
+                                  scale: cfg.scale)
+                }
+                continue
+            }
             var xin = inp
             if dropoutActive {
-                Profiler.measure(.dropout) { Dropout.forward(a + o.dropIn, inp, tokenKeys!, N, IC, p: cfg.dropout, key: dropKey(l, t)) }
+                Profiler.measure(.dropout) { Dropout.forward(a + o.dropIn, dropMask(l, t), inp, tokenKeys!, N, IC, p: cfg.dropout, key: dropKey(l, t)) }
                 xin = UnsafePointer(a + o.dropIn)
             }
             Profiler.measure(.lora) {
@@ -543,10 +569,12 @@ public final class LlamaModel {
                                                      N, OC, r, scale: cfg.scale, scratch: a + o.loraPartial, scratchThreads: o.threads) }
             guard let dinp, !stacked else { continue }
             let A = lora.weights.pointer(at: slotAB.a)
-            if cfg.dropout > 0 {
+            if cfg.dropout > 0 && LoRA.fusesDropout(rank: r) {
+                Profiler.measure(.lora) { LoRA.backwardInputDropped(dinp, dxaT, dropMask(l, t), A, N, IC, r, p: cfg.dropout) }
+            } else if cfg.dropout > 0 {
                 let dDrop = a + o.dropGrad
                 Profiler.measure(.lora) { LoRA.backwardInput(dDrop, dxaT, A, N, IC, r, accumulate: false) }
-                Profiler.measure(.dropout) { Dropout.backward(dinp, dDrop, tokenKeys!, N, IC, p: cfg.dropout, key: dropKey(l, t)) }
+                Profiler.measure(.dropout) { Dropout.backward(dinp, dDrop, dropMask(l, t), N, IC, p: cfg.dropout) }
             } else {
                 Profiler.measure(.lora) { LoRA.backwardInput(dinp, dxaT, A, N, IC, r) }
             }
@@ -575,9 +603,15 @@ public final class LlamaModel {
         }
         for (i, t) in group.adapted.enumerated() {
             let slotAB = lora.slots[l][t.index]!
+            if cfg.dropout > 0 && LoRA.fusesDropout(rank: r) {
+                Profiler.measure(.lora) {
+                    LoRA.backwardADropped(lora.grads.pointer(at: slotAB.a), dxa + i * N * r, inp, dropMask(l, t), N, IC, r, p: cfg.dropout)
+                }
+                continue
+            }
             var xin = inp
             if cfg.dropout > 0 {
-                Profiler.measure(.dropout) { Dropout.forward(a + o.dropIn, inp, tokenKeys!, N, IC, p: cfg.dropout, key: dropKey(l, t)) }
+                Profiler.measure(.dropout) { Dropout.reapply(a + o.dropIn, inp, dropMask(l, t), N, IC, p: cfg.dropout) }
                 xin = UnsafePointer(a + o.dropIn)
             }
             Profiler.measure(.lora) { LoRA.backwardA(nil, lora.grads.pointer(at: slotAB.a), dxa + i * N * r, xin, lora.weights.pointer(at: slotAB.a), N, IC, r) }
@@ -592,6 +626,21 @@ public final class LlamaModel {
 
     private func dropKey(_ l: Int, _ target: LoRATarget) -> UInt64 {
         CounterRandom.key(dropoutKey, UInt64(l), UInt64(target.index))
+    }
+
+    /// Mask words per token for all seven targets of a layer (each ⌈IC_t/32⌉).
+    static func dropMaskWordsPerToken(_ c: LlamaConfig) -> Int {
+        LoRATarget.allCases.reduce(0) { $0 + Dropout.wordsPerRow($1.dims(c).inFeatures) }
+    }
+
+    /// Where the dropout mask of `target`'s adapter in layer l is kept, (N, ⌈IC/32⌉) words: drawn
+    /// by forward, read by backward (rebuilt by the recomputed forward with `recompute`).
+    private func dropMask(_ l: Int, _ target: LoRATarget) -> UnsafeMutablePointer<UInt32> {
+        let N = batchSize * seqLen
+        let before = LoRATarget.allCases.prefix(target.index).reduce(0) { $0 + Dropout.wordsPerRow($1.dims(config).inFeatures) }
+        let words = acts!.base + o.dropMasks + slot(l) * N * Self.dropMaskWordsPerToken(config) + N * before
+        // The region holds only mask words, so binding it to UInt32 (free at run time) is sound.
+        return UnsafeMutableRawPointer(words).bindMemory(to: UInt32.self, capacity: N * Dropout.wordsPerRow(target.dims(config).inFeatures))
     }
 }
 

@@ -47,11 +47,30 @@ public struct GeneratedAnswer: Sendable {
 public final class TextGenerator {
     public let decoder: KVCacheDecoder
     public let tokenizer: BPETokenizer
+    /// Whether a row's next prompt runs only from where it stops matching the tokens the row
+    /// already holds (a conversation's earlier turns are computed once), instead of from the
+    /// start. Off by default: batched answers then never depend on what a row held before.
+    public var reusesCachedPrefix = false
+    /// The tokens each row's cache holds, for `reusesCachedPrefix`.
+    private var cachedTokens: [[Int32]]
+    /// Prompt tokens the last `generate` took from the cache instead of running them.
+    public private(set) var reusedPromptTokens = 0
 
     /// - Parameters: rows: prompts answered at once; context: tokens per row (prompt and answer).
     public init(model: LlamaModel, tokenizer: BPETokenizer, rows: Int, context: Int) {
         decoder = KVCacheDecoder(model: model, rows: rows, context: context)
         self.tokenizer = tokenizer
+        cachedTokens = Array(repeating: [], count: rows)
+    }
+
+    /// How many of `prompt`'s first tokens row `row` holds already (at most all but the last,
+    /// which must run to give the first logits).
+    private func reusablePrefix(_ row: Int, _ prompt: [Int32]) -> Int {
+        guard reusesCachedPrefix else { return 0 }
+        let held = cachedTokens[row], limit = min(held.count, prompt.count - 1)
+        var n = 0
+        while n < limit && held[n] == prompt[n] { n += 1 }
+        return n
     }
 
     /// One row's answer in progress.
@@ -75,6 +94,7 @@ public final class TextGenerator {
         var slots = [Slot?](repeating: nil, count: decoder.rows)
         var answers = [GeneratedAnswer?](repeating: nil, count: prompts.count)
         var next = 0
+        reusedPromptTokens = 0
 
         func accept(_ row: Int, _ logits: UnsafePointer<Float>) {
             var s = slots[row]!
@@ -89,6 +109,8 @@ public final class TextGenerator {
             }
             updateText(&s, options: options, onText: onText)
             if let finish = s.finish {
+                // The cache holds the prompt and every token but the last (which never ran).
+                cachedTokens[row] = s.prompt + s.ids.dropLast()
                 answers[s.index - firstIndex] = GeneratedAnswer(index: s.index, ids: s.ids, text: s.text, finish: finish,
                                                                 promptTokens: s.prompt.count, seconds: now() - s.start)
                 slots[row] = nil
@@ -111,8 +133,9 @@ public final class TextGenerator {
                     slots[row] = nil
                     continue
                 }
-                decoder.reset(row: row)
-                var at = 0
+                var at = reusablePrefix(row, prompt)
+                decoder.truncate(row: row, to: at)
+                reusedPromptTokens += at
                 var logits: UnsafePointer<Float>?
                 while at < prompt.count {
                     let n = min(decoder.chunk, prompt.count - at)

@@ -8,8 +8,14 @@ import Foundation
 ///
 /// Buckets are formed from the last layer down (the order backward finishes them) until each
 /// holds at least `bucketFloats`; what no layer owns (embedding, final norm, LM head) forms the
-/// last buckets. Every rank starts the same buckets in the same order, as MPI requires. The
-/// reduction is out of place, into `reduced`, which the optimizer then reads.
+/// last buckets. With full fine-tuning the LM head's gradient is complete once the head's
+/// backward has run, before any layer's: it is a bucket of its own, started first (`headDone`).
+/// When the embeddings are tied that gradient is also the embedding's, whose lookup part comes
+/// only at the end of backward: the model hands those rows over instead (`takeEmbeddingRows`),
+/// and they are gathered from every rank and added to the sums in rank order, a few megabytes
+/// where the dense matrix is a hundred (SmolLM2). Every rank starts the same buckets in the same
+/// order, as MPI requires. The reduction is out of place, into `reduced`, which the optimizer
+/// then reads.
 ///
 /// MPI moves a started reduction only inside MPI calls, and backward makes none for the
 /// length of a layer. The main thread tests the started buckets as each layer ends, which moves
@@ -18,7 +24,32 @@ import Foundation
 /// keeping the two threads' MPI calls apart. Within one node the thread only costs compute time
 /// (README, "Data parallelism").
 public final class GradientReducer {
-    public struct Bucket { let range: Range<Int>; let lastLayer: Int? }
+    public struct Bucket {
+        let range: Range<Int>
+        /// The layer whose backward completes the bucket; nil for the head's and the rest.
+        let lastLayer: Int?
+        var isHead = false
+    }
+
+    /// The tied embedding's lookup rows of a step's last micro-batch, reduced apart from the
+    /// dense gradient: this rank's (rows, C) and tokens, and every rank's after the gather.
+    public final class EmbeddingRows {
+        let embedding: Int, C: Int, rows: Int
+        let send: FloatBuffer, tokens: UnsafeMutablePointer<Int32>
+        let gathered: FloatBuffer, gatheredTokens: UnsafeMutablePointer<Int32>
+        var taken = false
+
+        /// `embedding`: the embedding's offset in the gradients; `rows`: a micro-batch's tokens.
+        public init(embedding: Int, C: Int, rows: Int, worldSize: Int) {
+            self.embedding = embedding; self.C = C; self.rows = rows
+            send = FloatBuffer(count: rows * C)
+            tokens = .allocate(capacity: rows)
+            gathered = FloatBuffer(count: worldSize * rows * C)
+            gatheredTokens = .allocate(capacity: worldSize * rows)
+        }
+
+        deinit { tokens.deallocate(); gatheredTokens.deallocate() }
+    }
 
     public let comm: Communicator
     public let grads: FloatBuffer
@@ -40,16 +71,21 @@ public final class GradientReducer {
 
     /// Whether a thread tests the started reductions while backward runs.
     public let progressThread: Bool
+    /// Where the tied embedding's lookup rows go (nil: they are in the dense gradient).
+    public let embeddingRows: EmbeddingRows?
 
     /// `layerRanges[l]` is the span of layer l's gradients inside `grads`. `spansHosts`: the
     /// ranks are on more than one host; then buckets over a megabyte get the progress thread
     /// (when the communicator allows a second thread).
-    public init(comm: Communicator, grads: FloatBuffer, layerRanges: [Range<Int>], bucketFloats: Int = 1 << 22,
-                spansHosts: Bool = false) {
+    /// `headRange`: the LM head's gradient span when it is trained (full fine-tuning);
+    /// `embeddingRows`: when that span is also the embedding's (tied), where its lookup rows go.
+    public init(comm: Communicator, grads: FloatBuffer, layerRanges: [Range<Int>], headRange: Range<Int>? = nil,
+                embeddingRows: EmbeddingRows? = nil, bucketFloats: Int = 1 << 22, spansHosts: Bool = false) {
         self.comm = comm
         self.grads = grads
+        self.embeddingRows = embeddingRows
         reduced = FloatBuffer(count: grads.count)
-        var buckets: [Bucket] = []
+        var buckets: [Bucket] = headRange.map { [Bucket(range: $0, lastLayer: nil, isHead: true)] } ?? []
         var pending: Range<Int>? = nil
         for l in stride(from: layerRanges.count - 1, through: 0, by: -1) {
             let r = layerRanges[l]
@@ -59,10 +95,16 @@ public final class GradientReducer {
                 pending = nil
             }
         }
-        // Everything outside the layers, in up to two pieces.
+        // Everything outside the layers and the head, in up to four pieces.
         let covered = layerRanges.isEmpty ? 0..<0 : layerRanges.map(\.lowerBound).min()!..<layerRanges.map(\.upperBound).max()!
-        if covered.upperBound < grads.count { buckets.append(Bucket(range: covered.upperBound..<grads.count, lastLayer: nil)) }
-        if covered.lowerBound > 0 { buckets.append(Bucket(range: 0..<covered.lowerBound, lastLayer: nil)) }
+        var rest: [Range<Int>] = []
+        if covered.upperBound < grads.count { rest.append(covered.upperBound..<grads.count) }
+        if covered.lowerBound > 0 { rest.append(0..<covered.lowerBound) }
+        for piece in rest {
+            guard let head = headRange, head.overlaps(piece) else { buckets.append(Bucket(range: piece, lastLayer: nil)); continue }
+            if piece.lowerBound < head.lowerBound { buckets.append(Bucket(range: piece.lowerBound..<head.lowerBound, lastLayer: nil)) }
+            if head.upperBound < piece.upperBound { buckets.append(Bucket(range: head.upperBound..<piece.upperBound, lastLayer: nil)) }
+        }
         self.buckets = buckets
         poller = Poller(comm: comm, buckets: buckets.count)
         progressThread = spansHosts && comm.allowsProgressThread && buckets.contains { $0.range.count > 1 << 18 }
@@ -81,9 +123,26 @@ public final class GradientReducer {
         poller.reset()
     }
 
+    /// The head's backward has run: start its bucket.
+    public func headDone() {
+        if started < buckets.count && buckets[started].isHead { start(started) }
+    }
+
+    /// The model's lookup rows (N ≤ the micro-batch's tokens; `LlamaModel.embeddingGradientRows`).
+    public func takeEmbeddingRows(_ rows: UnsafePointer<Float>, _ tokens: UnsafePointer<Int32>, _ N: Int) {
+        guard let e = embeddingRows else { preconditionFailure("GradientReducer: no embedding rows expected") }
+        precondition(N <= e.rows, "GradientReducer: \(N) embedding rows; room for \(e.rows)")
+        e.send.base.update(from: rows, count: N * e.C)
+        (e.send.base + N * e.C).update(repeating: 0, count: (e.rows - N) * e.C)
+        e.tokens.update(from: tokens, count: N)
+        (e.tokens + N).update(repeating: 0, count: e.rows - N)
+        e.taken = true
+    }
+
     /// Backward has finished layer l: start every bucket that is now complete (and, without a
     /// progress thread, nudge the others).
     public func layerDone(_ l: Int) {
+        headDone()
         while started < buckets.count, let last = buckets[started].lastLayer, last >= l {
             start(started)
         }
@@ -97,6 +156,17 @@ public final class GradientReducer {
         while started < buckets.count { start(started) }
         // The progress thread is idle from here until the next step's first bucket.
         for h in poller.pause() { comm.wait(h) }
+        if let e = embeddingRows {
+            precondition(e.taken, "GradientReducer: the step's embedding rows were not handed over")
+            e.taken = false
+            comm.allGather(send: e.send.base, count: e.rows * e.C, into: e.gathered.base)
+            comm.allGather(send: e.tokens, count: e.rows, into: e.gatheredTokens)
+            // Rank by rank, row by row: the same order, so the same sums, on every rank.
+            let vec = Vectors.kernels
+            for i in 0..<(comm.worldSize * e.rows) {
+                vec.add(reduced.pointer(at: e.embedding + Int(e.gatheredTokens[i]) * e.C), e.gathered.base + i * e.C, e.C)
+            }
+        }
         waitEnd = Date().timeIntervalSince1970
         exposedSeconds += now() - t0
     }

@@ -224,8 +224,24 @@ extension Trainer {
         var name = [CChar](repeating: 0, count: 256)
         gethostname(&name, name.count - 1)
         let hosts = Set(try comm.allGather(String(cString: name))).count
+        // Full fine-tuning: the LM head's gradient is reduced from the head's backward on. Tied to
+        // the embedding, its lookup rows go apart while the gathered rows of all ranks are fewer
+        // than the vocabulary's.
+        let c = model.config, headFloats = c.vocabSize * c.hiddenSize, rows = config.batch.micro * config.data.maxSeqLen
+        var headRange: Range<Int>? = nil
+        var embeddingRows: GradientReducer.EmbeddingRows? = nil
+        if model.lora == nil {
+            let lmHead = model.layout.lmHead..<(model.layout.lmHead + headFloats)
+            if !c.tieWordEmbeddings {
+                headRange = lmHead
+            } else if comm.worldSize * rows < c.vocabSize {
+                headRange = lmHead
+                embeddingRows = .init(embedding: model.layout.embedding, C: c.hiddenSize, rows: rows, worldSize: comm.worldSize)
+            }
+        }
         func reducer(_ floats: Int) -> GradientReducer {
-            GradientReducer(comm: comm, grads: grads, layerRanges: ranges, bucketFloats: floats, spansHosts: hosts > 1)
+            GradientReducer(comm: comm, grads: grads, layerRanges: ranges, headRange: headRange, embeddingRows: embeddingRows,
+                            bucketFloats: floats, spansHosts: hosts > 1)
         }
         if let floats = progress.allReduceBucketFloats {
             let r = reducer(floats)

@@ -46,13 +46,18 @@ extension Trainer {
         for (i, examples) in micro.enumerated() {
             run.builder.fill(&run.microBatch, for: examples, from: run.data.train)
             model.dropoutKey = CounterRandom.key(cfg.seed, 0x44524F50, UInt64(run.progress.epoch), UInt64(step))
-            model.layerBackwardDone = (i == micro.count - 1 && run.reducer != nil) ? { [reducer = run.reducer] l in reducer!.layerDone(l) } : nil
+            let reducer = i == micro.count - 1 ? run.reducer : nil
+            model.layerBackwardDone = reducer.map { r in { l in r.layerDone(l) } }
+            model.headBackwardDone = reducer.map { r in { r.headDone() } }
+            model.embeddingGradientRows = reducer?.embeddingRows == nil ? nil : { [r = reducer!] rows, tokens, n in r.takeEmbeddingRows(rows, tokens, n) }
             let loss = model.trainStep(run.microBatch, lossScale: Float(1 / globalLabelled))
             lossSum += loss.sum
             localTokens += examples.reduce(0) { $0 + run.data.train[$1].ids.count }
             try fault?.trigger(rank: comm.rank, step: step + 1, microDone: i + 1)
         }
         model.layerBackwardDone = nil
+        model.headBackwardDone = nil
+        model.embeddingGradientRows = nil
         run.reducer?.finish()
         let grads = run.reducer?.reduced ?? run.trainable.grads
         // One all-reduce: the loss and token sums, and each rank's backward end time.
