@@ -73,6 +73,12 @@ public final class GradientReducer {
     public let progressThread: Bool
     /// Where the tied embedding's lookup rows go (nil: they are in the dense gradient).
     public let embeddingRows: EmbeddingRows?
+    /// For the run line: how the LM head's gradient is reduced.
+    public var headNote: String {
+        guard buckets.first?.isHead == true else { return "" }
+        return embeddingRows == nil ? "; the LM head's gradient from its backward on"
+            : "; the LM head's gradient from its backward on, the tied embedding's lookup rows gathered"
+    }
 
     /// `layerRanges[l]` is the span of layer l's gradients inside `grads`. `spansHosts`: the
     /// ranks are on more than one host; then buckets over a megabyte get the progress thread
@@ -157,7 +163,12 @@ public final class GradientReducer {
         // The progress thread is idle from here until the next step's first bucket.
         for h in poller.pause() { comm.wait(h) }
         if let e = embeddingRows {
-            precondition(e.taken, "GradientReducer: the step's embedding rows were not handed over")
+            // A rank dealt no examples this step ran no micro-batch: it sends zero rows, since
+            // the gather needs every rank.
+            if !e.taken {
+                e.send.base.update(repeating: 0, count: e.rows * e.C)
+                e.tokens.update(repeating: 0, count: e.rows)
+            }
             e.taken = false
             comm.allGather(send: e.send.base, count: e.rows * e.C, into: e.gathered.base)
             comm.allGather(send: e.tokens, count: e.rows, into: e.gatheredTokens)

@@ -246,7 +246,7 @@ extension Trainer {
         if let floats = progress.allReduceBucketFloats {
             let r = reducer(floats)
             say(String(format: "all-reduce buckets: %.2f MB (kept from the checkpoint), ranks on %d host(s)%@", Double(floats * 4) / 1e6, hosts,
-                       r.progressThread ? ", progress thread" : ""))
+                       r.progressThread ? ", progress thread" : "") + r.headNote)
             return r
         }
         let fit = LinkProbe.measure(comm, sizes: [8, 4 << 10, 64 << 10, 1 << 20, 8 << 20], repeats: 3)
@@ -255,7 +255,7 @@ extension Trainer {
         let r = reducer(floats)
         say(String(format: "all-reduce link: %.0f us fixed cost, %.2f GB/s per rank (%d ranks on %d host(s)) -> buckets of %.2f MB, %d buckets for %.2f MB of gradients%@",
                    fit.fixedSeconds * 1e6, 1 / max(fit.secondsPerByte, 1e-15) / 1e9, comm.worldSize, hosts, Double(floats * 4) / 1e6,
-                   r.buckets.count, Double(grads.count * 4) / 1e6, r.progressThread ? ", progress thread" : ""))
+                   r.buckets.count, Double(grads.count * 4) / 1e6, r.progressThread ? ", progress thread" : "") + r.headNote)
         return r
     }
 }
