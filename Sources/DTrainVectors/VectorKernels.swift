@@ -425,7 +425,7 @@ public enum VectorKernels {
         #endif
         let word = bits[c >> 5] >> UInt32(c & 31)
         // A vector on both sides: against a scalar 0, `.!=` compiles to a loop over the lanes.
-        return unsafeBitCast((BitLanes(repeating: word) & bit) .== bit, to: SIMDMask<FloatLanes.MaskStorage>.self)
+        return (BitLanes(repeating: word) & bit) .== bit
     }
 
     @inline(__always)
