@@ -15,8 +15,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # --hosts: the same job on 1, 2 and 4 namespace hosts (launch/netns-cluster.sh, one rank of one
-# thread per host) over links of 10 Gbit/s and 1 Gbit/s with 0.2 ms delay (where the kernel can
-# delay: see netns-cluster.sh), LoRA and full fine-tuning. The hosts share this machine's cores,
+# thread per host) over links of 10 Gbit/s and 1 Gbit/s with 0.2 ms delay (tc netem, or where the
+# kernel lacks it launch/netdelay.c: see netns-cluster.sh), LoRA and full fine-tuning. The hosts share this machine's cores,
 # so the tokens/s say little; the figures are the communication's: gradient bytes per rank per
 # step, the all-reduce's time beside a blocking one of the same buffer and the share hidden
 # behind backward, the bucket size training chose from the link, the link fitted by

@@ -17,8 +17,10 @@
 #
 # Shaping uses tc netem (rate, delay, loss) when the kernel has it (CONFIG_NET_SCH_NETEM).
 # Without it, the rate is shaped by tbf, loss by an nftables rule dropping that share of the
-# host's outgoing packets at random, and a delay cannot be added: `up` says so, and `status`
-# shows what each link really has.
+# host's outgoing packets at random, and the delay by launch/netdelay.c: an iptables NFQUEUE
+# rule hands each outgoing packet's metadata to that small program, which accepts the packet the
+# delay later (built here with the machine's C compiler; needs iptables and the kernel's
+# CONFIG_NETFILTER_NETLINK_QUEUE). `up` says which was used; `status` shows what each link has.
 set -euo pipefail
 
 PREFIX=dtrain
@@ -40,6 +42,32 @@ netem_available() {
     [ "$ok" = 1 ]
 }
 
+# Time text as tc reads it ("0.2ms", "200us", "1s"; a bare number is microseconds) to microseconds.
+delay_microseconds() {
+    awk -v v="$1" 'BEGIN {
+        if (!match(v, /^[0-9]*\.?[0-9]+/)) exit 1
+        n = substr(v, 1, RLENGTH); unit = substr(v, RLENGTH + 1)
+        if (unit == "" || unit == "us" || unit == "usec") f = 1; else if (unit == "ms" || unit == "msec") f = 1000
+        else if (unit == "s" || unit == "sec") f = 1000000; else exit 1
+        if (n * f > 10000000) exit 1
+        printf "%d", n * f + 0.5 }'
+}
+
+# Starts the delay line in host $1 ($2 microseconds) and sends the host's outgoing packets to it.
+start_delay_line() {
+    local h="$1" us="$2"
+    ip netns exec "$h" setsid "$STATE/netdelay" "$us" > "$STATE/netdelay-$h.out" 2>&1 < /dev/null &
+    echo $! > "$STATE/netdelay-$h.pid"
+    local tries=0
+    until grep -q '^ready$' "$STATE/netdelay-$h.out" 2>/dev/null; do
+        kill -0 "$(cat "$STATE/netdelay-$h.pid")" 2>/dev/null || die "up: the delay line in $h failed: $(cat "$STATE/netdelay-$h.out")"
+        tries=$((tries + 1)); [ "$tries" -le 100 ] || die "up: the delay line in $h did not start within 10 s"
+        sleep 0.1
+    done
+    # --queue-bypass: were the program to die, packets would pass undelayed rather than stop.
+    ip netns exec "$h" "$IPTABLES" -A OUTPUT -o eth0 -j NFQUEUE --queue-num 0 --queue-bypass
+}
+
 # Percent text ("1%", "0.5", "0%") to hundredths of a percent.
 loss_hundredths() { awk -v v="${1%\%}" 'BEGIN { if (v !~ /^[0-9]*\.?[0-9]+$/ || v > 100) exit 1; printf "%d", v * 100 + 0.5 }'; }
 
@@ -58,13 +86,17 @@ up() {
     [ "$(id -u)" = 0 ] || die "up: needs root (network namespaces)"
     command -v ip >/dev/null && command -v tc >/dev/null || die "up: needs iproute2 (ip, tc)"
     local hundredths; hundredths=$(loss_hundredths "$loss") || die "up: --loss '$loss': expected a percentage such as 1%"
+    local delay_us; delay_us=$(delay_microseconds "$delay") || die "up: --delay '$delay': expected a time up to 10s such as 0.2ms, 200us or 0"
     [ -z "$(hosts)" ] && ! ip netns list | grep -q "^$SWITCH" || die "up: a cluster is already up (bash $SELF down first)"
 
     local shaping=netem
     if ! netem_available; then
         shaping=tbf
-        if [ "$delay" != 0 ] && [ "$delay" != 0ms ]; then
-            echo "netns-cluster: warning: this kernel has no tc netem (CONFIG_NET_SCH_NETEM): the links get no added delay ($delay asked)" >&2
+        if [ "$delay_us" -gt 0 ]; then
+            IPTABLES=$(command -v iptables-legacy || command -v iptables) || die "up: --delay $delay without tc netem needs iptables (apt-get install iptables)"
+            local cc; cc=$(command -v "${CC:-cc}" || command -v gcc || command -v clang) || die "up: --delay $delay without tc netem needs a C compiler to build launch/netdelay.c"
+            mkdir -p "$STATE"
+            "$cc" -O2 -o "$STATE/netdelay" "$(dirname "$SELF")/netdelay.c" || die "up: building launch/netdelay.c failed"
         fi
         if [ "$hundredths" -gt 0 ]; then
             command -v nft >/dev/null || die "up: --loss $loss without netem needs nftables (apt-get install nftables)"
@@ -97,6 +129,7 @@ up() {
             ip netns exec "$h" tc qdisc add dev eth0 root netem rate "$rate" delay "$delay" loss "${loss%\%}%" limit 100000
         else
             ip netns exec "$h" tc qdisc add dev eth0 root tbf rate "$rate" burst 256kb latency 100ms
+            if [ "$delay_us" -gt 0 ]; then start_delay_line "$h" "$delay_us"; fi
             if [ "$hundredths" -gt 0 ]; then
                 ip netns exec "$h" nft add table inet dtrain_loss
                 ip netns exec "$h" nft add chain inet dtrain_loss out '{ type filter hook output priority 0; policy accept; }'
@@ -109,6 +142,9 @@ up() {
         applied="rate $rate, delay $delay, loss $loss (tc netem)"; applied_delay=$delay
     else
         applied="rate $rate (tc tbf), no added delay, loss $loss"
+        if [ "$delay_us" -gt 0 ]; then
+            applied="rate $rate (tc tbf), delay $delay (netdelay), loss $loss"; applied_delay=$delay; shaping=tbf+netdelay
+        fi
         [ "$hundredths" -gt 0 ] && applied="$applied (nftables)"
     fi
     echo "hosts=$n shaping=$shaping rate=$rate delay=$applied_delay loss=$loss" > "$STATE/links"
@@ -117,7 +153,10 @@ up() {
 }
 
 down() {
-    local h
+    local h pidfile
+    for pidfile in "$STATE"/netdelay-*.pid; do
+        if [ -f "$pidfile" ]; then kill "$(cat "$pidfile")" 2>/dev/null || true; fi
+    done
     for h in $(hosts); do ip netns del "$h" 2>/dev/null || true; rm -rf "/etc/netns/$h"; done
     ip netns del "$SWITCH" 2>/dev/null || true
     ip netns del "$PREFIX-probe" 2>/dev/null || true
@@ -131,7 +170,12 @@ status() {
     cat "$STATE/links" 2>/dev/null || true
     local h
     for h in $list; do
-        echo "$h $(ip -n "$h" -4 -o addr show dev eth0 | awk '{print $4}') | $(ip netns exec "$h" tc qdisc show dev eth0 | head -n 1)"
+        local delay_line=""
+        if [ -f "$STATE/netdelay-$h.pid" ]; then
+            if kill -0 "$(cat "$STATE/netdelay-$h.pid")" 2>/dev/null; then delay_line=" | netdelay pid $(cat "$STATE/netdelay-$h.pid")"
+            else delay_line=" | netdelay NOT RUNNING (packets pass undelayed)"; fi
+        fi
+        echo "$h $(ip -n "$h" -4 -o addr show dev eth0 | awk '{print $4}') | $(ip netns exec "$h" tc qdisc show dev eth0 | head -n 1)$delay_line"
     done
     echo "hostfile: $STATE/hostfile"
 }

@@ -9,7 +9,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # --- site-specific values -------------------------------------------------------------------
-PACKAGES="libopenmpi-dev openmpi-bin iproute2 nftables libopenblas-dev libhdf5-dev hdf5-tools zlib1g-dev libssl-dev pkg-config unzip python3-pip python3-venv"
+PACKAGES="libopenmpi-dev openmpi-bin iproute2 nftables iptables libopenblas-dev libhdf5-dev hdf5-tools zlib1g-dev libssl-dev pkg-config unzip python3-pip python3-venv"
 # ---------------------------------------------------------------------------------------------
 
 missing=""

@@ -172,6 +172,28 @@ func finalWeights(_ out: String, method: String) throws -> [String: [Float]] {
         #expect(try CheckpointInfo.latest(run.out).paramSHA256 == ref.sha, "weights differ from the uninterrupted run's")
     }
 
+    /// The asked delay is really on the links (tc netem, or launch/netdelay.c where the kernel has
+    /// no netem): the median TCP round trip of a small message between two hosts grows by twice
+    /// the one-way delay, within the delay line's slot and the machine's wake-up latency.
+    @Test func linksCarryTheAskedDelay() throws {
+        func medianRoundTripMs(_ options: [String]) throws -> Double {
+            let cluster = try NetnsCluster.up(2, options)
+            defer { cluster.down() }
+            let server = "import socket\ns=socket.socket();s.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1);s.bind(('0.0.0.0',5917));s.listen(1)\nc,_=s.accept();c.setsockopt(socket.IPPROTO_TCP,socket.TCP_NODELAY,1)\nwhile True:\n d=c.recv(64)\n if not d: break\n c.sendall(d)"
+            let client = "import socket,time,statistics\nfor i in range(50):\n try: c=socket.create_connection(('dtrain-h1',5917)); break\n except OSError: time.sleep(0.1)\nc.setsockopt(socket.IPPROTO_TCP,socket.TCP_NODELAY,1);r=[]\nfor i in range(200):\n t=time.perf_counter();c.sendall(b'x'*64);c.recv(64);r.append(time.perf_counter()-t)\nprint(statistics.median(r)*1e3)"
+            let script = NetnsCluster.script
+            let r = try shell("bash", ["-c", "bash \(script) exec dtrain-h1 python3 -c \"$0\" & bash \(script) exec dtrain-h0 python3 -c \"$1\"; wait", server, client])
+            let ms = r.out.split(separator: "\n").compactMap { Double($0) }.last
+            guard r.status == 0, let ms else { throw FixtureError(message: "round-trip probe failed (exit \(r.status)):\n\(r.out)") }
+            return ms
+        }
+        let plain = try medianRoundTripMs(["--rate", "10gbit", "--delay", "0"])
+        let delayed = try medianRoundTripMs(["--rate", "10gbit", "--delay", "1ms"])
+        print(String(format: "median TCP round trip between 2 hosts: %.3f ms without delay, %.3f ms with 1 ms each way", plain, delayed))
+        #expect(plain < 1.0)
+        #expect(delayed - plain > 1.9 && delayed - plain < 2.6, "round trip grew by \(delayed - plain) ms, expected about 2 ms")
+    }
+
     /// Links that drop 1% of packets: TCP resends them, and 2 hosts train to the same weights,
     /// bit for bit, as 2 ranks on one host; only slower.
     @Test func lossyLinkTrainsTheSame() throws {
