@@ -171,6 +171,13 @@ int main(int argc, char **argv) {
     }
     queue_number = argc == 3 ? (uint16_t)atoi(argv[2]) : 0;
     uint64_t delay_ns = (uint64_t)delay_us * 1000u;
+    // A parent may have blocked or ignored signals (a test runner's threads block most of them,
+    // and a child inherits that): `down` must be able to stop this program with SIGTERM.
+    sigset_t none;
+    sigemptyset(&none);
+    sigprocmask(SIG_SETMASK, &none, NULL);
+    signal(SIGTERM, SIG_DFL);
+    signal(SIGINT, SIG_DFL);
     signal(SIGPIPE, SIG_IGN);
     // Timers may fire this late by default (50 us); a 200 us delay needs them on time.
     prctl(PR_SET_TIMERSLACK, 1UL, 0, 0, 0);

@@ -153,9 +153,16 @@ up() {
 }
 
 down() {
-    local h pidfile
+    local h pidfile pid
     for pidfile in "$STATE"/netdelay-*.pid; do
-        if [ -f "$pidfile" ]; then kill "$(cat "$pidfile")" 2>/dev/null || true; fi
+        [ -f "$pidfile" ] || continue
+        pid=$(cat "$pidfile")
+        # Only a delay line of ours (the pid may have been reused since `up`).
+        if [ "$(cat "/proc/$pid/comm" 2>/dev/null)" = netdelay ]; then
+            kill "$pid" 2>/dev/null || true
+            sleep 0.1
+            if [ "$(cat "/proc/$pid/stat" 2>/dev/null | awk '{print $3}')" != Z ] && [ -e "/proc/$pid" ]; then kill -KILL "$pid" 2>/dev/null || true; fi
+        fi
     done
     for h in $(hosts); do ip netns del "$h" 2>/dev/null || true; rm -rf "/etc/netns/$h"; done
     ip netns del "$SWITCH" 2>/dev/null || true

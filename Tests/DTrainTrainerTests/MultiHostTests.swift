@@ -192,6 +192,12 @@ func finalWeights(_ out: String, method: String) throws -> [String: [Float]] {
         print(String(format: "median TCP round trip between 2 hosts: %.3f ms without delay, %.3f ms with 1 ms each way", plain, delayed))
         #expect(plain < 1.0)
         #expect(delayed - plain > 1.9 && delayed - plain < 2.6, "round trip grew by \(delayed - plain) ms, expected about 2 ms")
+        // `down` stopped every delay line (a process inherits this runner's blocked signals).
+        let running = (try FileManager.default.contentsOfDirectory(atPath: "/proc")).filter { pid in
+            guard Int32(pid) != nil, let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8) else { return false }
+            return stat.contains("(netdelay)") && !stat.contains("(netdelay) Z")
+        }
+        #expect(running.isEmpty, "delay lines still running after down: \(running)")
     }
 
     /// Links that drop 1% of packets: TCP resends them, and 2 hosts train to the same weights,
