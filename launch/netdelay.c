@@ -22,6 +22,7 @@
 #include <linux/netfilter/nfnetlink_queue.h>
 #include <linux/netlink.h>
 #include <poll.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -181,6 +182,12 @@ int main(int argc, char **argv) {
     signal(SIGPIPE, SIG_IGN);
     // Timers may fire this late by default (50 us); a 200 us delay needs them on time.
     prctl(PR_SET_TIMERSLACK, 1UL, 0, 0, 0);
+    // A wire does not wait for a CPU: on a small machine MPI ranks spin on every core while they
+    // wait for messages, and a delay line at normal priority would get a core only when the
+    // scheduler's time slice ends (milliseconds). Real-time priority runs it as soon as it wakes.
+    struct sched_param priority = {.sched_priority = 50};
+    if (sched_setscheduler(0, SCHED_FIFO, &priority) != 0)
+        fprintf(stderr, "netdelay: warning: no real-time priority (%s); delays stretch when the CPUs are busy\n", strerror(errno));
 
     netlink = socket(AF_NETLINK, SOCK_RAW, NETLINK_NETFILTER);
     if (netlink < 0) fail("netlink socket");
