@@ -3,7 +3,7 @@
 // each packet an iptables NFQUEUE rule sends it for a fixed time before accepting it, in arrival
 // order, so a host's outgoing packets reach the wire DELAY later, as netem's `delay` would.
 //
-//   netdelay DELAY_US [QUEUE]      prints "ready" once the queue is bound, then runs until killed
+//   netdelay DELAY_US [QUEUE]      prints "ready PID" once the queue is bound, then runs until killed
 //
 // Only each packet's metadata crosses to user space (copy mode META) and GSO packets stay whole,
 // so no packet's bytes are copied. The verdicts are batched: one message accepts every held
@@ -90,11 +90,15 @@ static void message_send(struct message *m) {
     if (sendto(netlink, m->bytes, m->length, 0, (struct sockaddr *)&kernel, sizeof kernel) < 0) fail("send");
 }
 
-// Sends a configuration request and waits for the kernel's acknowledgement.
-static void configure(uint16_t attribute, const void *value, size_t size, const char *what) {
+// Sends a configuration request (one or two attributes) and waits for the kernel's
+// acknowledgement. The first message back is taken as the reply: no packet can come before it,
+// because the NFQUEUE rule is added only once this program has said it is ready.
+static void configure(uint16_t attribute, const void *value, size_t size,
+                      uint16_t attribute2, const void *value2, size_t size2, const char *what) {
     struct message m;
     message_start(&m, NFQNL_MSG_CONFIG, NLM_F_ACK);
     message_attribute(&m, attribute, value, size);
+    if (value2) message_attribute(&m, attribute2, value2, size2);
     message_send(&m);
     char reply[MESSAGE_BYTES] __attribute__((aligned(NLMSG_ALIGNTO)));
     ssize_t n = recv(netlink, reply, sizeof reply, 0);
@@ -198,22 +202,18 @@ int main(int argc, char **argv) {
     if (bind(netlink, (struct sockaddr *)&self, sizeof self) < 0) fail("netlink bind");
 
     struct nfqnl_msg_config_cmd bind_command = {.command = NFQNL_CFG_CMD_BIND, .pf = htons(AF_INET)};
-    configure(NFQA_CFG_CMD, &bind_command, sizeof bind_command, "bind queue");
+    configure(NFQA_CFG_CMD, &bind_command, sizeof bind_command, 0, NULL, 0, "bind queue");
     struct nfqnl_msg_config_params parameters = {.copy_range = htonl(0), .copy_mode = NFQNL_COPY_META};
-    configure(NFQA_CFG_PARAMS, &parameters, sizeof parameters, "set copy mode");
+    configure(NFQA_CFG_PARAMS, &parameters, sizeof parameters, 0, NULL, 0, "set copy mode");
     uint32_t max_length = htonl(HELD_CAPACITY);
-    configure(NFQA_CFG_QUEUE_MAXLEN, &max_length, sizeof max_length, "set queue length");
+    configure(NFQA_CFG_QUEUE_MAXLEN, &max_length, sizeof max_length, 0, NULL, 0, "set queue length");
+    // GSO: large segments stay whole; FAIL_OPEN: were the socket to overflow, accept, not drop.
     uint32_t flags = htonl(NFQA_CFG_F_GSO | NFQA_CFG_F_FAIL_OPEN);
-    struct message m;
-    message_start(&m, NFQNL_MSG_CONFIG, NLM_F_ACK);
-    message_attribute(&m, NFQA_CFG_FLAGS, &flags, sizeof flags);
-    message_attribute(&m, NFQA_CFG_MASK, &flags, sizeof flags);
-    message_send(&m);
-    {
-        char reply[MESSAGE_BYTES] __attribute__((aligned(NLMSG_ALIGNTO)));
-        if (recv(netlink, reply, sizeof reply, 0) < 0) fail("set flags");
-    }
-    printf("ready\n");
+    configure(NFQA_CFG_FLAGS, &flags, sizeof flags, NFQA_CFG_MASK, &flags, sizeof flags, "set flags");
+    // A session of its own (so the caller's terminal signals do not reach it), in this process:
+    // the pid printed is the one `down` stops.
+    setsid();
+    printf("ready %d\n", (int)getpid());
     fflush(stdout);
 
     struct pollfd readable = {.fd = netlink, .events = POLLIN};
@@ -227,14 +227,19 @@ int main(int argc, char **argv) {
             // Busy: sleep to the next release or for one slot, then take what came meanwhile.
             uint64_t start = now_ns(), target = held_release_ns[held_head];
             if (target > start + SLOT_NS) target = start + SLOT_NS;
-            uint64_t alarm = target > lateness_ns ? target - lateness_ns : start;
+            // Early by the usual lateness; when the target is nearer than that, plainly to it (a
+            // wake-up a little late, rather than spinning until the target).
+            uint64_t alarm = target > start + lateness_ns ? target - lateness_ns : target;
             if (alarm > start) {
                 struct timespec wait = {.tv_sec = (time_t)((alarm - start) / 1000000000u), .tv_nsec = (long)((alarm - start) % 1000000000u)};
                 nanosleep(&wait, NULL);
                 note_lateness(now_ns(), alarm, &lateness_ns);
             }
-            uint64_t woke = now_ns();
-            receive_packets(start + (woke - start) / 2, delay_ns);
+            // Dated to the middle of the sleep, but never more than half a slot before the
+            // wake-up: after a wake-up that came very late, a packet dated too early would leave
+            // early, while dated late it only leaves late, as it would have anyway.
+            uint64_t woke = now_ns(), half = (woke - start) / 2;
+            receive_packets(woke - (half < SLOT_NS / 2 ? half : SLOT_NS / 2), delay_ns);
         }
         uint64_t now = now_ns();
         size_t released = 0;

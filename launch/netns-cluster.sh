@@ -56,16 +56,25 @@ delay_microseconds() {
 # Starts the delay line in host $1 ($2 microseconds) and sends the host's outgoing packets to it.
 start_delay_line() {
     local h="$1" us="$2"
-    ip netns exec "$h" setsid "$STATE/netdelay" "$us" > "$STATE/netdelay-$h.out" 2>&1 < /dev/null &
-    echo $! > "$STATE/netdelay-$h.pid"
-    local tries=0
-    until grep -q '^ready$' "$STATE/netdelay-$h.out" 2>/dev/null; do
-        kill -0 "$(cat "$STATE/netdelay-$h.pid")" 2>/dev/null || die "up: the delay line in $h failed: $(cat "$STATE/netdelay-$h.out")"
+    # The program runs in place (ip netns exec execs it; it makes its own session), so $! is its
+    # pid until it says so itself; `down` stops the pid it printed.
+    ip netns exec "$h" "$STATE/netdelay" "$us" > "$STATE/netdelay-$h.out" 2>&1 < /dev/null &
+    local pid=$! tries=0
+    echo "$pid" > "$STATE/netdelay-$h.pid"
+    until grep -q '^ready ' "$STATE/netdelay-$h.out" 2>/dev/null; do
+        kill -0 "$pid" 2>/dev/null || die "up: the delay line in $h failed: $(cat "$STATE/netdelay-$h.out")"
         tries=$((tries + 1)); [ "$tries" -le 100 ] || die "up: the delay line in $h did not start within 10 s"
         sleep 0.1
     done
+    sed -n 's/^ready //p' "$STATE/netdelay-$h.out" > "$STATE/netdelay-$h.pid"
     # --queue-bypass: were the program to die, packets would pass undelayed rather than stop.
-    ip netns exec "$h" "$IPTABLES" -A OUTPUT -o eth0 -j NFQUEUE --queue-num 0 --queue-bypass
+    # IPv4 only (the cluster's addresses): ARP and IPv6 pass undelayed.
+    local iptables
+    for iptables in iptables-legacy iptables; do
+        command -v "$iptables" >/dev/null || continue
+        ip netns exec "$h" "$iptables" -A OUTPUT -o eth0 -j NFQUEUE --queue-num 0 --queue-bypass 2>/dev/null && return 0
+    done
+    die "up: no iptables could add the NFQUEUE rule in $h (the kernel needs CONFIG_NETFILTER_XT_TARGET_NFQUEUE)"
 }
 
 # Percent text ("1%", "0.5", "0%") to hundredths of a percent.
@@ -93,7 +102,7 @@ up() {
     if ! netem_available; then
         shaping=tbf
         if [ "$delay_us" -gt 0 ]; then
-            IPTABLES=$(command -v iptables-legacy || command -v iptables) || die "up: --delay $delay without tc netem needs iptables (apt-get install iptables)"
+            command -v iptables-legacy >/dev/null || command -v iptables >/dev/null || die "up: --delay $delay without tc netem needs iptables (apt-get install iptables)"
             local cc; cc=$(command -v "${CC:-cc}" || command -v gcc || command -v clang) || die "up: --delay $delay without tc netem needs a C compiler to build launch/netdelay.c"
             mkdir -p "$STATE"
             "$cc" -O2 -o "$STATE/netdelay" "$(dirname "$SELF")/netdelay.c" || die "up: building launch/netdelay.c failed"
@@ -161,7 +170,10 @@ down() {
         if [ "$(cat "/proc/$pid/comm" 2>/dev/null)" = netdelay ]; then
             kill "$pid" 2>/dev/null || true
             sleep 0.1
-            if [ "$(cat "/proc/$pid/stat" 2>/dev/null | awk '{print $3}')" != Z ] && [ -e "/proc/$pid" ]; then kill -KILL "$pid" 2>/dev/null || true; fi
+            # Still our delay line (not a reused pid) and not yet a zombie: it ignored SIGTERM.
+            if [ "$(cat "/proc/$pid/comm" 2>/dev/null)" = netdelay ] && [ "$(awk '{print $3}' "/proc/$pid/stat" 2>/dev/null)" != Z ]; then
+                kill -KILL "$pid" 2>/dev/null || true
+            fi
         fi
     done
     for h in $(hosts); do ip netns del "$h" 2>/dev/null || true; rm -rf "/etc/netns/$h"; done

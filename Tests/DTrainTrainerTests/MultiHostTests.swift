@@ -179,10 +179,10 @@ func finalWeights(_ out: String, method: String) throws -> [String: [Float]] {
         func medianRoundTripMs(_ options: [String]) throws -> Double {
             let cluster = try NetnsCluster.up(2, options)
             defer { cluster.down() }
-            let server = "import socket\ns=socket.socket();s.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1);s.bind(('0.0.0.0',5917));s.listen(1)\nc,_=s.accept();c.setsockopt(socket.IPPROTO_TCP,socket.TCP_NODELAY,1)\nwhile True:\n d=c.recv(64)\n if not d: break\n c.sendall(d)"
-            let client = "import socket,time,statistics\nfor i in range(50):\n try: c=socket.create_connection(('dtrain-h1',5917)); break\n except OSError: time.sleep(0.1)\nc.setsockopt(socket.IPPROTO_TCP,socket.TCP_NODELAY,1);r=[]\nfor i in range(200):\n t=time.perf_counter();c.sendall(b'x'*64);c.recv(64);r.append(time.perf_counter()-t)\nprint(statistics.median(r)*1e3)"
+            let server = "import socket\ns=socket.socket();s.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1);s.bind(('0.0.0.0',5917));s.listen(1);s.settimeout(60)\nc,_=s.accept();c.setsockopt(socket.IPPROTO_TCP,socket.TCP_NODELAY,1)\nwhile True:\n d=c.recv(64)\n if not d: break\n c.sendall(d)"
+            let client = "import socket,time,statistics\nfor i in range(50):\n try: c=socket.create_connection(('dtrain-h1',5917),timeout=5); break\n except OSError: time.sleep(0.1)\nc.setsockopt(socket.IPPROTO_TCP,socket.TCP_NODELAY,1);r=[]\nfor i in range(200):\n t=time.perf_counter();c.sendall(b'x'*64);c.recv(64);r.append(time.perf_counter()-t)\nprint(statistics.median(r)*1e3)"
             let script = NetnsCluster.script
-            let r = try shell("bash", ["-c", "bash \(script) exec dtrain-h1 python3 -c \"$0\" & bash \(script) exec dtrain-h0 python3 -c \"$1\"; wait", server, client])
+            let r = try shell("bash", ["-c", "bash \(script) exec dtrain-h1 timeout 90 python3 -c \"$0\" & bash \(script) exec dtrain-h0 timeout 90 python3 -c \"$1\"; c=$?; wait $! && exit $c", server, client])
             let ms = r.out.split(separator: "\n").compactMap { Double($0) }.last
             guard r.status == 0, let ms else { throw FixtureError(message: "round-trip probe failed (exit \(r.status)):\n\(r.out)") }
             return ms
