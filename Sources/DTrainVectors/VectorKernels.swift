@@ -129,7 +129,22 @@ public enum VectorKernels {
             let out = c + m * ldc + n
             out.pointee = accumulate ? out.pointee + alpha * sum : alpha * sum
         }
+        // Four rows read side by side are four short streams to the hardware prefetcher, which
+        // then fetches each block's rows late; each pass over a block asks for the next block's
+        // same lines (a prefetch past the matrix's end does not fault).
+        let ahead = 4 * ldb
         var n = n0
+        if M == 1 {
+            while n < n1 {
+                let b0 = b + n * ldb
+                var s0 = splat(0)
+                var k = 0
+                while k < body { s0 += load(a, k) * load(b0, k); k += L }
+                finish(0, n, s0)
+                n += 1
+            }
+            return
+        }
         while n + 4 <= n1 {
             let b0 = b + n * ldb, b1 = b0 + ldb, b2 = b1 + ldb, b3 = b2 + ldb
             var m = 0
@@ -139,6 +154,8 @@ public enum VectorKernels {
                 var s10 = splat(0), s11 = splat(0), s12 = splat(0), s13 = splat(0)
                 var k = 0
                 while k < body {
+                    dtrain_prefetch(b0 + ahead + k); dtrain_prefetch(b1 + ahead + k)
+                    dtrain_prefetch(b2 + ahead + k); dtrain_prefetch(b3 + ahead + k)
                     let w0 = load(b0, k), w1 = load(b1, k), w2 = load(b2, k), w3 = load(b3, k)
                     let u = load(x0, k), v = load(x1, k)
                     s00 += u * w0; s01 += u * w1; s02 += u * w2; s03 += u * w3
@@ -154,6 +171,8 @@ public enum VectorKernels {
                 var s0 = splat(0), s1 = splat(0), s2 = splat(0), s3 = splat(0)
                 var k = 0
                 while k < body {
+                    dtrain_prefetch(b0 + ahead + k); dtrain_prefetch(b1 + ahead + k)
+                    dtrain_prefetch(b2 + ahead + k); dtrain_prefetch(b3 + ahead + k)
                     let u = load(x0, k)
                     s0 += u * load(b0, k); s1 += u * load(b1, k); s2 += u * load(b2, k); s3 += u * load(b3, k)
                     k += L

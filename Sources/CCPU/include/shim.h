@@ -75,3 +75,7 @@ const char *dtrain_blas_running(void);
 /// Only on a CPU with the width's instructions (x86-64).
 void dtrain_dropout_mask_row_avx512(uint32_t *bits, long count, uint64_t key, uint32_t threshold);
 void dtrain_dropout_mask_row_avx2(uint32_t *bits, long count, uint64_t key, uint32_t threshold);
+
+/// Asks for the cache line holding `p` ahead of its use: a streamed matrix's next rows, which the
+/// hardware prefetcher does not foresee when several short rows are read side by side.
+static inline void dtrain_prefetch(const void *p) { __builtin_prefetch(p, 0, 3); }
