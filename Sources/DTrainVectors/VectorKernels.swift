@@ -113,8 +113,8 @@ public enum VectorKernels {
 
     /// c[m·ldc + n] = alpha · Σ_k a[m·lda + k]·b[n·ldb + k] (+ c[m·ldc + n] when `accumulate`),
     /// for m < M and n in n0..<n1: a few rows (decoding's tokens) times a matrix's rows, the
-    /// matrix streamed once. Blocks of four matrix rows take two rows of a at a time (eight
-    /// independent sums, so even one row of a keeps the FMA units busy). Every (m, n) is one
+    /// matrix streamed once. One row of a takes the matrix row after row; more take blocks of
+    /// four matrix rows, two rows of a at a time (eight independent sums). Every (m, n) is one
     /// running vector sum over k, then its lanes, then the tail, whatever block it falls in, so
     /// a row's result does not depend on the other rows of its product (an answer on its batch).
     public static func rowsTimesRows(_ c: UnsafeMutablePointer<Float>, _ ldc: Int, _ a: UnsafePointer<Float>, _ lda: Int,
@@ -129,10 +129,9 @@ public enum VectorKernels {
             let out = c + m * ldc + n
             out.pointee = accumulate ? out.pointee + alpha * sum : alpha * sum
         }
-        // Four rows read side by side are four short streams to the hardware prefetcher, which
-        // then fetches each block's rows late; each pass over a block asks for the next block's
-        // same lines (a prefetch past the matrix's end does not fault).
-        let ahead = 4 * ldb
+        // One row of a (batch-1 decoding, bound by reading the matrix): the matrix row after row,
+        // one stream the hardware prefetcher follows. Side by side, four rows were four short
+        // streams it fetched late, and one row of a has no reuse to gain.
         var n = n0
         if M == 1 {
             while n < n1 {
@@ -145,6 +144,10 @@ public enum VectorKernels {
             }
             return
         }
+        // Several rows of a: blocks of four matrix rows, each loaded once for all of them; each
+        // pass over a block asks for the next block's same lines, which the prefetcher would
+        // fetch late (a prefetch past the matrix's end does not fault).
+        let ahead = 4 * ldb
         while n + 4 <= n1 {
             let b0 = b + n * ldb, b1 = b0 + ldb, b2 = b1 + ldb, b3 = b2 + ldb
             var m = 0
