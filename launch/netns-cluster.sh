@@ -53,6 +53,12 @@ delay_microseconds() {
         printf "%d", n * f + 0.5 }'
 }
 
+# Whether pid $1 is a live delay line: still netdelay (not a reused pid) and not a zombie (which
+# kill -0 would count as alive where nothing reaps it).
+delay_line_alive() {
+    [ "$(cat "/proc/$1/comm" 2>/dev/null)" = netdelay ] && [ "$(awk '{print $3}' "/proc/$1/stat" 2>/dev/null)" != Z ]
+}
+
 # Starts the delay line in host $1 ($2 microseconds) and sends the host's outgoing packets to it.
 start_delay_line() {
     local h="$1" us="$2"
@@ -166,14 +172,11 @@ down() {
     for pidfile in "$STATE"/netdelay-*.pid; do
         [ -f "$pidfile" ] || continue
         pid=$(cat "$pidfile")
-        # Only a delay line of ours (the pid may have been reused since `up`).
-        if [ "$(cat "/proc/$pid/comm" 2>/dev/null)" = netdelay ]; then
+        if delay_line_alive "$pid"; then
             kill "$pid" 2>/dev/null || true
             sleep 0.1
-            # Still our delay line (not a reused pid) and not yet a zombie: it ignored SIGTERM.
-            if [ "$(cat "/proc/$pid/comm" 2>/dev/null)" = netdelay ] && [ "$(awk '{print $3}' "/proc/$pid/stat" 2>/dev/null)" != Z ]; then
-                kill -KILL "$pid" 2>/dev/null || true
-            fi
+            # Still alive: it ignored SIGTERM.
+            if delay_line_alive "$pid"; then kill -KILL "$pid" 2>/dev/null || true; fi
         fi
     done
     for h in $(hosts); do ip netns del "$h" 2>/dev/null || true; rm -rf "/etc/netns/$h"; done
@@ -191,7 +194,7 @@ status() {
     for h in $list; do
         local delay_line=""
         if [ -f "$STATE/netdelay-$h.pid" ]; then
-            if kill -0 "$(cat "$STATE/netdelay-$h.pid")" 2>/dev/null; then delay_line=" | netdelay pid $(cat "$STATE/netdelay-$h.pid")"
+            if delay_line_alive "$(cat "$STATE/netdelay-$h.pid")"; then delay_line=" | netdelay pid $(cat "$STATE/netdelay-$h.pid")"
             else delay_line=" | netdelay NOT RUNNING (packets pass undelayed)"; fi
         fi
         echo "$h $(ip -n "$h" -4 -o addr show dev eth0 | awk '{print $4}') | $(ip netns exec "$h" tc qdisc show dev eth0 | head -n 1)$delay_line"
