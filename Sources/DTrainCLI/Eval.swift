@@ -170,11 +170,15 @@ struct Eval: ParsableCommand {
                options: DataOptions, newTokens: Int, stopTokens: [Int32], comm: Communicator) throws -> ModelReport {
         let T = max(2, min(options.maxSeqLen, encoded.examples.map(\.ids.count).max() ?? 2))
         let start = now()
+        if let labels, !lossOnly {
+            // The candidates' passes give the records' losses too.
+            let (tasks, result) = try TaskEvaluation.classified(model: llama, encoder: encoder, questions: questions, labels: parsedLabels(labels),
+                                                                data: encoded, comm: comm)
+            return ModelReport(weights: weights, loss: result!, tasks: tasks, seconds: now() - start, tokens: encoded.report.tokens)
+        }
         let result = LossEvaluation.evaluate(model: llama, data: encoded, seqLen: T, perPass: batch, comm: comm)
         var tasks = TaskScores()
-        if let labels {
-            tasks = try TaskEvaluation.classified(model: llama, encoder: encoder, questions: questions, labels: parsedLabels(labels), comm: comm)
-        } else if !questions.isEmpty {
+        if !questions.isEmpty {
             tasks = try TaskEvaluation.generated(model: llama, tokenizer: encoder.tokenizer, questions: questions,
                                                  stopTokens: stopTokens, maxNewTokens: newTokens, batch: max(batch, 8), comm: comm)
         }

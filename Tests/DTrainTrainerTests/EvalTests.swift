@@ -239,6 +239,12 @@ import Testing
         #expect(accuracy >= 80, "accuracy \(accuracy), confusion \(confusion)")
         #expect((report["macro_f1"] as? Double ?? -1) >= 0)
         #expect(report["exact_match"] == nil)
+        // The loss comes from the candidates' passes; it is the loss pass's to float32 rounding.
+        let lossOnly = try runDTrainDirect(["eval", "--model", model, "--data", data.path, "--json", "--loss-only"])
+        let plain = try #require(try JSONSerialization.jsonObject(with: Data(lossOnly.out.utf8)) as? [String: Any])
+        let loss = try #require(report["loss"] as? Double), reference = try #require(plain["loss"] as? Double)
+        #expect(abs(loss - reference) < 1e-5 * max(1, reference), "loss \(loss) with --labels, \(reference) alone")
+        #expect((report["per_record"] as? [[String: Any]])?.map { $0["tokens"] as? Int } == (plain["per_record"] as? [[String: Any]])?.map { $0["tokens"] as? Int })
 
         let bad = try runDTrainDirect(["eval", "--model", model, "--data", data.path, "--labels", "Paris,Rome"])
         #expect(bad.status == 1 && bad.err.contains("capitals.jsonl:3") && bad.err.contains("Madrid"), "\(bad.err)")

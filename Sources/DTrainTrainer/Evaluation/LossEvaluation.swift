@@ -25,6 +25,16 @@ public struct EvalResult {
     public var perplexity: Double { exp(loss) }
     /// What the data pipeline did with the records (truncated, dropped, invalid).
     public let report: DataReport
+
+    /// From each example's summed loss (natural log) over its `counts` scored tokens.
+    public init(sums: [Double], counts: [Int], data: EncodedData) {
+        let total = counts.reduce(0, +)
+        records = data.examples.indices.map {
+            Record(index: $0, location: data.locations[$0], tokens: counts[$0], loss: counts[$0] > 0 ? sums[$0] / Double(counts[$0]) : .nan)
+        }
+        loss = total > 0 ? sums.reduce(0, +) / Double(total) : .nan
+        report = data.report
+    }
 }
 
 /// The loss of a model (with an adapter or checkpoint applied) on encoded data, the way training's
@@ -67,12 +77,7 @@ public enum LossEvaluation {
         // Each record was scored on one rank: adding the others' zeros changes no bit.
         comm.allReduceSum(&sums)
         comm.allReduceSum(&counts)
-        let total = counts.reduce(0, +)
-        let records = examples.indices.map {
-            EvalResult.Record(index: $0, location: data.locations[$0], tokens: counts[$0],
-                              loss: counts[$0] > 0 ? sums[$0] / Double(counts[$0]) : .nan)
-        }
-        return EvalResult(records: records, loss: total > 0 ? sums.reduce(0, +) / Double(total) : .nan, report: data.report)
+        return EvalResult(sums: sums, counts: counts, data: data)
     }
 
     /// Applies trained weights to `model` (the base loaded from `modelPath`, whose weights hash to

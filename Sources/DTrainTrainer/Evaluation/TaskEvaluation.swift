@@ -90,34 +90,60 @@ public enum TaskEvaluation {
     /// Classifies every question with a reference by log-likelihood: each label is rendered as
     /// the record's answer (the reference's leading whitespace kept) and encoded as training
     /// encodes it; the prediction is the label whose answer tokens (end of turn or EOS included,
-    /// as training counts them) have the highest summed log-probability. The labels' encodings
-    /// share the prompt: it runs once into a KV cache that each label's row continues. Under
+    /// as training counts them) have the highest summed log-probability. The encodings are scored
+    /// several questions at a time, each token they share run once (`LabelScorer`). Under
     /// several ranks each rank classifies a contiguous share of the questions.
+    ///
+    /// With `data` (the records encoded as `LossEvaluation` reads them), the same passes also
+    /// give the loss of every example: each record's own encoding joins its question's
+    /// candidates, where it is usually the gold label's candidate itself and costs nothing, so
+    /// that eval with labels need not run the data twice. The loss is `LossEvaluation`'s to
+    /// float32 rounding.
     ///
     /// - Throws: `UnknownLabel` for a reference (trimmed) that is not a label.
     public static func classified(model: LlamaModel, encoder: ExampleEncoder, questions: [Question], labels: [String],
-                                  comm: Communicator = SingleProcessCommunicator()) throws -> TaskScores {
+                                  data: EncodedData? = nil,
+                                  comm: Communicator = SingleProcessCommunicator()) throws -> (scores: TaskScores, loss: EvalResult?) {
         let scored = questions.enumerated().filter { $0.element.answer != nil }
-        var candidates: [[TokenizedExample]] = []
+        // One item per scored question (its labels' encodings, then its record's own when
+        // `data` has it), then one per example no question holds.
+        var items: [[TokenizedExample]] = [], itemExample: [Int?] = []
+        var examplesAt: [RecordLocation: [Int]] = [:]  // a file given twice has each location twice
+        for (i, location) in (data?.locations ?? []).enumerated() { examplesAt[location, default: []].append(i) }
         for (_, q) in scored {
             let gold = q.answer!.trimmingCharacters(in: .whitespacesAndNewlines)
             guard labels.contains(gold) else { throw UnknownLabel(location: q.location, gold: gold, labels: labels) }
-            candidates.append(try labels.map { label in
+            var item = try labels.map { label in
                 guard let record = q.record.replacingAnswer(with: label) else {
                     throw DataConfigError(path: "\(q.location)", message: "the record has no answer to replace with the label \"\(label)\"")
                 }
                 return try encoder.encode(record)
-            })
+            }
+            let example = examplesAt[q.location]?.first
+            if let example {
+                examplesAt[q.location]!.removeFirst()
+                item.append(data!.examples[example])
+            }
+            items.append(item); itemExample.append(example)
+        }
+        for example in examplesAt.values.joined().sorted() { items.append([data!.examples[example]]); itemExample.append(example) }
+        let share = (items.count * comm.rank / comm.worldSize)..<(items.count * (comm.rank + 1) / comm.worldSize)
+        var best: [Int] = []
+        var sums = [Double](repeating: 0, count: data?.examples.count ?? 0)
+        if !share.isEmpty {
+            let mine = Array(items[share])
+            for (i, nll) in zip(share, LabelScorer(model: model, questions: mine).scores(mine)) {
+                if i < scored.count { best.append(nll.prefix(labels.count).indices.min { nll[$0] < nll[$1] }!) }
+                if let example = itemExample[i] { sums[example] = nll.last! }
+            }
+        }
+        // Each example was scored on one rank: adding the others' zeros changes no bit.
+        comm.allReduceSum(&sums)
+        let loss = data.map { data in
+            EvalResult(sums: sums, counts: data.examples.map { $0.lossMask.dropFirst().filter { $0 != 0 }.count }, data: data)
         }
         var s = TaskScores()
-        guard !scored.isEmpty else { return s }
-        let share = (scored.count * comm.rank / comm.worldSize)..<(scored.count * (comm.rank + 1) / comm.worldSize)
-        var best: [Int] = []
-        if !share.isEmpty {
-            let scorer = LabelScorer(model: model, labels: labels.count,
-                                     context: candidates[share].flatMap { $0 }.map(\.ids.count).max()!)
-            best = candidates[share].map { scorer.best(of: $0) }
-        }
+        guard !scored.isEmpty else { return (s, loss) }
         let predicted = try comm.allGather(best).flatMap { $0 }
         var confusion: [String: [String: Int]] = [:]
         for (i, (offset, q)) in scored.enumerated() {
@@ -139,86 +165,6 @@ public enum TaskEvaluation {
         }
         s.macroF1 = 100 * f1s.reduce(0, +) / Double(labels.count)
         s.confusion = confusion
-        return s
+        return (s, loss)
     }
 }
-
-/// Scores a question's label encodings with one KV cache: the tokens they share (the prompt, up
-/// to the first token that carries loss) run once into row 0 and are copied to each label's row,
-/// then every label's remaining tokens run in passes of up to `chunk` tokens, and each position
-/// that carries loss adds −log p(next token) to its label's sum.
-final class LabelScorer {
-    let decoder: KVCacheDecoder
-    let model: LlamaModel
-    let scratch: FloatBuffer
-    let headRows = 64
-    var rowIndices: [Int32] = [], targets: [Int32] = [], owners: [Int] = []
-    let rowLoss: UnsafeMutablePointer<Float>
-
-    init(model: LlamaModel, labels: Int, context: Int) {
-        self.model = model
-        decoder = KVCacheDecoder(model: model, rows: labels, context: max(2, context))
-        let c = model.config
-        scratch = FloatBuffer(count: CrossEntropyHead.scratchCount(rowsPerChunk: headRows, C: c.hiddenSize, V: c.vocabSize))
-        rowLoss = .allocate(capacity: decoder.chunk)
-    }
-
-    deinit { rowLoss.deallocate() }
-
-    /// The index of the candidate whose loss-carrying tokens have the smallest summed negative
-    /// log-likelihood (the first of equals).
-    func best(of candidates: [TokenizedExample]) -> Int {
-        let nll = scores(candidates)
-        return nll.indices.min { nll[$0] < nll[$1] }!
-    }
-
-    /// Σ −log p over each candidate's tokens that carry loss.
-    func scores(_ candidates: [TokenizedExample]) -> [Double] {
-        decoder.resetAll()
-        // Shared: the common prefix, but never a token that carries loss (its prediction is
-        // scored, so the position before it must run in the label's own row).
-        var shared = candidates[0].ids.count
-        for e in candidates {
-            var j = 0
-            while j < min(shared, e.ids.count) && e.ids[j] == candidates[0].ids[j] { j += 1 }
-            shared = min(shared, j, e.lossMask.firstIndex { $0 != 0 } ?? e.ids.count)
-        }
-        // Row 0 takes the shared tokens but the last (whose prediction may be scored), in passes.
-        let prefix = max(0, shared - 1)
-        var at = 0
-        while at < prefix {
-            let n = min(decoder.chunk, prefix - at)
-            _ = decoder.append(Array(candidates[0].ids[at..<(at + n)]), segments: [.init(row: 0, count: n)])
-            at += n
-        }
-        for l in 1..<candidates.count where prefix > 0 { decoder.copyPrefix(from: 0, to: l, count: prefix) }
-        // Each label's row continues from `prefix`: feeding token j yields the prediction of j + 1.
-        var next = [Int](repeating: prefix, count: candidates.count)
-        var nll = [Double](repeating: 0, count: candidates.count)
-        while true {
-            var tokens: [Int32] = [], segments: [KVCacheDecoder.Segment] = []
-            rowIndices.removeAll(keepingCapacity: true); targets.removeAll(keepingCapacity: true); owners.removeAll(keepingCapacity: true)
-            for (l, e) in candidates.enumerated() where next[l] < e.ids.count - 1 && tokens.count < decoder.chunk {
-                let n = min(e.ids.count - 1 - next[l], decoder.chunk - tokens.count)
-                for j in next[l]..<(next[l] + n) {
-                    if e.lossMask[j + 1] != 0 {
-                        rowIndices.append(Int32(tokens.count)); targets.append(e.ids[j + 1]); owners.append(l)
-                    }
-                    tokens.append(e.ids[j])
-                }
-                segments.append(.init(row: l, count: n))
-                next[l] += n
-            }
-            guard !tokens.isEmpty else { break }
-            let hidden = decoder.appendReturningHidden(tokens, segments: segments)
-            guard !rowIndices.isEmpty else { continue }
-            let c = model.config
-            _ = CrossEntropyHead.forward(nil, nil, rowLoss, hidden, model.params.base + model.layout.lmHead, rowIndices, targets,
-                                         rowIndices.count, c.hiddenSize, c.vocabSize, lossScale: 0,
-                                         scratch: scratch.base, rowsPerChunk: headRows)
-            for (i, l) in owners.enumerated() { nll[l] += Double(rowLoss[i]) }
-        }
-        return nll
-    }
-}
-
